@@ -1,0 +1,96 @@
+"""The method contract: a registered nn.Module that turns batches into named losses and images into embeddings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from vreid.registry import Registry
+
+if TYPE_CHECKING:
+    from vreid.config.schema import OptimConfig
+    from vreid.engine.hooks import Hook
+
+#: name -> ReidMethod subclass; each class carries its own `Config` dataclass.
+METHODS: Registry[type["ReidMethod"]] = Registry("method")
+
+#: A training batch: images (B,3,H,W) float; labels (B,) long class index used by the losses (dataset
+#: labels or pseudo-labels); vehicle_ids, camera_ids, viewpoints (B,) long with -1 where unknown;
+#: indices (B,) long position of each image in the training record list.
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's config; subclasses add their own fields."""
+
+    name: str = "bot"
+
+
+@dataclass
+class DataInfo:
+    """What a method may know about its training data when it is built."""
+
+    num_classes: int
+    num_cameras: int = 1
+    num_viewpoints: int = 8
+    height: int = 256
+    width: int = 256
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class ReidMethod(nn.Module):
+    """Base class. Subclasses set `Config`, build modules in __init__, and implement the three calls.
+
+    - forward(batch) -> dict of named output tensors (training mode);
+    - losses(outputs, batch) -> dict of named, already weighted scalar losses (the trainer sums them);
+    - embed(images, camera_ids=None, viewpoints=None) -> (B, D) retrieval features (eval mode).
+    Optional: hooks() for step/epoch callbacks, param_groups() for per-part learning rates.
+    """
+
+    Config: type[MethodConfig] = MethodConfig
+    #: True for methods that learn without identity labels (they provide a label-refresh hook).
+    unsupervised: bool = False
+
+    def __init__(self, cfg: MethodConfig, info: DataInfo) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.info = info
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def losses(self, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def embed(
+        self,
+        images: torch.Tensor,
+        camera_ids: torch.Tensor | None = None,
+        viewpoints: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def hooks(self) -> list["Hook"]:
+        return []
+
+    def param_groups(self, optim: "OptimConfig") -> list[dict[str, Any]]:
+        """Default: every trainable parameter; biases get `bias_lr_factor` and `weight_decay_bias`."""
+        weights, biases = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (biases if name.endswith("bias") else weights).append(p)
+        groups = [{"params": weights, "lr": optim.lr, "weight_decay": optim.weight_decay}]
+        if biases:
+            groups.append(
+                {"params": biases, "lr": optim.lr * optim.bias_lr_factor, "weight_decay": optim.weight_decay_bias}
+            )
+        return groups
+
+
+def build_method(cfg: MethodConfig, info: DataInfo) -> ReidMethod:
+    return METHODS.get(cfg.name)(cfg, info)
