@@ -1,0 +1,50 @@
+"""Evaluate a method on a dataset's query/gallery under its protocol; save results and ranked lists."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vreid.config.schema import ExperimentConfig
+from vreid.data.records import ReidDataset
+from vreid.engine.extract import extract_features
+from vreid.fileio import atomic_path, write_json_atomic
+from vreid.methods import ReidMethod
+
+
+def evaluate_features(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDataset, cfg: ExperimentConfig,
+                      rerank: str | None = None) -> dict[str, Any]:
+    """Metrics as a flat dict of fractions (mAP, mINP, rank1, rank5, rank10) plus protocol details."""
+    from vreid.eval import evaluate_protocol
+
+    protocol = cfg.eval.protocol or dataset.protocol
+    result = evaluate_protocol(
+        protocol, qf, gf, dataset.query, dataset.gallery, metric=cfg.eval.metric,
+        rerank=rerank if rerank is not None else cfg.eval.rerank, rerank_options=cfg.eval.rerank_options,
+    )
+    return result.to_dict()
+
+
+def evaluate_method(method: ReidMethod, dataset: ReidDataset, cfg: ExperimentConfig, device: torch.device,
+                    output_dir: str | Path | None = None, amp: bool = False,
+                    rerank: str | None = None) -> dict[str, Any]:
+    qf = extract_features(method, dataset.query, cfg.data, device, flip=cfg.eval.flip, amp=amp)
+    gf = extract_features(method, dataset.gallery, cfg.data, device, flip=cfg.eval.flip, amp=amp)
+    results = evaluate_features(qf, gf, dataset, cfg, rerank)
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        write_json_atomic(output_dir / "results.json", results)
+        save_ranked_lists(output_dir / "ranked.npz", qf, gf, cfg.eval.top_k, cfg.eval.metric)
+    return results
+
+
+def save_ranked_lists(path: Path, qf: torch.Tensor, gf: torch.Tensor, k: int, metric: str) -> None:
+    """Top-k gallery indices and distances per query, for the report and the web page."""
+    from vreid.eval import ranked_topk
+
+    idx, dist = ranked_topk(qf, gf, k=min(k, gf.shape[0]), metric=metric)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, indices=np.asarray(idx), distances=np.asarray(dist))

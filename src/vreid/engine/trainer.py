@@ -1,0 +1,299 @@
+"""The generic training loop. It knows no method: a method gives outputs, named losses and embeddings; hooks
+act around steps and epochs (pseudo-labels, momentum encoders, queues)."""
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from vreid.config.schema import ExperimentConfig
+from vreid.data.records import ReidDataset, relabel
+from vreid.engine import checkpoint as ckpt
+from vreid.engine.bundle import save_bundle
+from vreid.engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from vreid.engine.hooks import Hook
+from vreid.engine.metrics_log import MetricsLog
+from vreid.engine.optim import build_optimizer
+from vreid.engine.run_info import write_run_info
+from vreid.engine.schedule import build_schedule
+from vreid.methods import DataInfo, ReidMethod, build_method
+
+console = Console(stderr=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def data_info(cfg: ExperimentConfig, dataset: ReidDataset, num_classes: int) -> DataInfo:
+    records = dataset.train + dataset.query + dataset.gallery
+    return DataInfo(
+        num_classes=num_classes,
+        num_cameras=max((r.camera_id for r in records), default=0) + 1,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        mean=tuple(cfg.data.mean),
+        std=tuple(cfg.data.std),
+    )
+
+
+class StopRequested(Exception):
+    """Raised inside the loop after SIGTERM/SIGINT, once the current step is done and checkpointed."""
+
+
+class Trainer:
+    """Train `cfg.model` on `dataset.train`; evaluate on query/gallery.
+
+    State that resume restores: weights, optimizer, AMP scaler, epoch and batch position, current labels,
+    every hook's state_dict, and the RNG states. The learning rate is a pure function of progress.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, dataset: ReidDataset, hooks: Sequence[Hook] = (),
+                 method: ReidMethod | None = None) -> None:
+        self.cfg = cfg
+        self.dataset = dataset
+        self.output_dir = Path(cfg.output_dir)
+        self.device = pick_device(cfg.train.device)
+        self.dist: DistInfo = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        seed_everything(cfg.seed)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.labels, self.id_map = relabel(dataset.train)
+        self.method = method or build_method(cfg.model, data_info(cfg, dataset, len(self.id_map)))
+        self.method.to(self.device)
+        self.model: torch.nn.Module = self.method
+        if self.dist.enabled:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=getattr(self.method, "find_unused_parameters", False),
+            )
+        self.optimizer = build_optimizer(self.method.param_groups(cfg.optim), cfg.optim)
+        self.lr_factor = build_schedule(cfg.schedule)
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.hooks: list[Hook] = sorted([*self.method.hooks(), *hooks], key=lambda h: h.priority)
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.step = 0
+        self.steps_this_epoch = 0
+        self.labels_version = 0
+        self._loader = None
+        self._loader_key: tuple | None = None
+        self._stop = False
+        self.log = MetricsLog(self.output_dir, cfg.train.tensorboard, enabled=self.dist.is_main)
+        self.last_eval: dict[str, Any] = {}
+
+    # ----- what hooks may call -------------------------------------------------------------------------
+    def set_train_labels(self, labels: Sequence[int]) -> None:
+        """Replace the training labels (class index per train record; -1 = leave the image out this epoch)."""
+        if len(labels) != len(self.dataset.train):
+            raise ValueError(f"got {len(labels)} labels for {len(self.dataset.train)} training images")
+        self.labels = [int(x) for x in labels]
+        self.labels_version += 1
+
+    def embed_records(self, records) -> torch.Tensor:
+        from vreid.engine.extract import extract_features
+
+        return extract_features(self.method, records, self.cfg.data, self.device, amp=self.amp)
+
+    # ----- loop ------------------------------------------------------------------------------------------
+    def _train_loader(self):
+        from vreid.data import build_train_loader
+
+        key = (self.labels_version, self.epoch, self.batch_in_epoch)
+        loader = build_train_loader(
+            self.dataset.train, self.labels, self.cfg.data, seed=self.cfg.seed, epoch=self.epoch,
+            start_batch=self.batch_in_epoch, rank=self.dist.rank, world_size=self.dist.world_size,
+        )
+        self._loader_key = key
+        return loader
+
+    def _set_lr(self) -> float:
+        progress = self.epoch + self.batch_in_epoch / max(self.steps_this_epoch, 1)
+        factor = self.lr_factor(progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * (1.0 if group.get("fixed_lr") else factor)
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        self.model.train()
+        for h in self.hooks:
+            h.before_step(self, batch)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            outputs = self.model(batch)
+            losses = self.method.losses(outputs, batch)
+        total = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        for h in self.hooks:
+            h.after_backward(self)
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        for h in self.hooks:
+            h.after_step(self, batch, outputs, losses)
+        return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        cfg = self.cfg
+        if self.dist.is_main:
+            write_run_info(self.output_dir, cfg, cfg.seed, {"world_size": self.dist.world_size,
+                                                             "device": str(self.device)})
+        resumed_mid_epoch = self._resume() if resume else False
+        old_handlers = self._install_signal_handlers()
+        try:
+            for h in self.hooks:
+                h.before_train(self)
+            while self.epoch < cfg.schedule.epochs:
+                self._run_epoch(skip_epoch_hooks=resumed_mid_epoch)
+                resumed_mid_epoch = False
+            for h in self.hooks:
+                h.after_train(self)
+            if self.dist.is_main:
+                save_bundle(self.output_dir, self.method)
+            results = self.evaluate() if self.dataset.query and self.dataset.gallery else {}
+            return results
+        except StopRequested:
+            console.print(f"[yellow]stopped at step {self.step}; continue with --resume[/yellow]")
+            return {"stopped_at_step": self.step}
+        finally:
+            self._restore_signal_handlers(old_handlers)
+            self.log.close()
+            barrier(self.dist)
+
+    def _run_epoch(self, skip_epoch_hooks: bool) -> None:
+        cfg = self.cfg
+        if not skip_epoch_hooks:
+            for h in self.hooks:
+                h.before_epoch(self)
+        loader = self._train_loader()
+        self.steps_this_epoch = loader.batch_sampler.batches_per_epoch if hasattr(
+            loader.batch_sampler, "batches_per_epoch") else len(loader) + self.batch_in_epoch
+        if cfg.train.steps_per_epoch:
+            self.steps_this_epoch = min(self.steps_this_epoch, cfg.train.steps_per_epoch)
+        t0, seen = time.perf_counter(), 0
+        for batch in loader:
+            if self.batch_in_epoch >= self.steps_this_epoch:
+                break
+            lr = self._set_lr()
+            batch = self._to_device(batch)
+            values = self.train_step(batch)
+            seen += batch["images"].shape[0] * self.dist.world_size
+            self.batch_in_epoch += 1
+            self.step += 1
+            if self.step % max(cfg.train.log_every, 1) == 0 or self.batch_in_epoch == self.steps_this_epoch:
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                self.log.log(self.step, {**values, "lr": lr, "epoch": self.epoch, "images_per_s": rate})
+                if self.dist.is_main and cfg.train.progress:
+                    console.print(
+                        f"epoch {self.epoch + 1}/{cfg.schedule.epochs} step {self.batch_in_epoch}/"
+                        f"{self.steps_this_epoch} loss {values['loss']:.4f} lr {lr:.2e} {rate:.1f} img/s"
+                    )
+            if cfg.train.checkpoint_every_steps and self.step % cfg.train.checkpoint_every_steps == 0:
+                self.save_checkpoint()
+            if self._stop:
+                self.save_checkpoint()
+                raise StopRequested
+        for h in self.hooks:
+            h.after_epoch(self)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        if cfg.train.checkpoint_every_epochs and self.epoch % cfg.train.checkpoint_every_epochs == 0:
+            self.save_checkpoint()
+        if cfg.train.eval_every_epochs and self.epoch % cfg.train.eval_every_epochs == 0 \
+                and self.epoch < cfg.schedule.epochs:
+            self.evaluate()
+
+    # ----- checkpoints -------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+            "steps_this_epoch": self.steps_this_epoch, "labels": self.labels,
+            "labels_version": self.labels_version,
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "hooks": {f"{i}:{type(h).__name__}": h.state_dict() for i, h in enumerate(self.hooks)},
+            "rng": ckpt.rng_state(),
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.dist.is_main:
+            ckpt.save_training_checkpoint(self.output_dir / "checkpoints", self.step, self.method, self.state())
+        barrier(self.dist)
+
+    def _resume(self) -> bool:
+        folder = ckpt.latest_checkpoint(self.output_dir / "checkpoints")
+        if folder is None:
+            raise ckpt.CheckpointError(
+                f"{self.output_dir / 'checkpoints' / 'last.json'}: no checkpoint to resume from; "
+                "run without --resume, or point output_dir at the folder of the run to continue"
+            )
+        state = ckpt.load_training_checkpoint(folder, self.method)
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group.setdefault("base_lr", group["lr"])
+        self.scaler.load_state_dict(state["scaler"])
+        for key, h in zip(state["hooks"], self.hooks):
+            h.load_state_dict(state["hooks"][key])
+        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.steps_this_epoch = state["steps_this_epoch"]
+        self.labels, self.labels_version = list(state["labels"]), state["labels_version"]
+        ckpt.set_rng_state(state["rng"])
+        if self.dist.is_main:
+            self.log.truncate_after(self.step)
+            console.print(f"resumed from {folder} (epoch {self.epoch + 1}, batch {self.batch_in_epoch})")
+        return self.batch_in_epoch > 0
+
+    def _install_signal_handlers(self):
+        def request_stop(signum, frame):
+            self._stop = True
+
+        try:
+            return {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        except ValueError:  # not the main thread
+            return {}
+
+    @staticmethod
+    def _restore_signal_handlers(old) -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    # ----- evaluation --------------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        """Embed query and gallery (main process), evaluate under the dataset's protocol, log and save."""
+        from vreid.engine.evaluate import evaluate_method
+
+        results: dict[str, Any] = {}
+        if self.dist.is_main:
+            results = evaluate_method(self.method, self.dataset, self.cfg, self.device, self.output_dir,
+                                      amp=self.amp)
+            self.log.log(self.step, {k: v for k, v in results.items() if isinstance(v, float)})
+        barrier(self.dist)
+        self.last_eval = results
+        return results
+
+    def close(self) -> None:
+        cleanup(self.dist)

@@ -1,0 +1,106 @@
+"""A self-contained HTML report: metrics table, CMC curve (inline SVG) and ranked galleries of a few queries."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from vreid.data.records import ImageRecord
+from vreid.fileio import write_text_atomic
+from vreid.viz.table import METRIC_COLUMNS
+
+
+def thumbnail_data_uri(path: str, height: int = 96) -> str:
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im.thumbnail((height * 2, height))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def cmc_svg(curves: Mapping[str, Sequence[float]], max_rank: int = 20, width: int = 420, height: int = 260) -> str:
+    """Line chart of CMC curves (fractions) for ranks 1..max_rank."""
+    pad = 40
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+    x = lambda r: pad + (r - 1) / max(max_rank - 1, 1) * (width - 2 * pad)  # noqa: E731
+    y = lambda v: height - pad - v * (height - 2 * pad)  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11">',
+             f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" stroke="#999"/>']
+    for v in (0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<text x="{pad - 30}" y="{y(v) + 4:.1f}">{int(v * 100)}%</text>')
+    for r in (1, 5, 10, 15, 20):
+        if r <= max_rank:
+            parts.append(f'<text x="{x(r) - 4:.1f}" y="{height - pad + 15}">{r}</text>')
+    parts.append(f'<text x="{width / 2 - 15}" y="{height - 5}">rank</text>')
+    for i, (name, curve) in enumerate(curves.items()):
+        pts = " ".join(f"{x(r + 1):.1f},{y(float(v)):.1f}" for r, v in enumerate(list(curve)[:max_rank]))
+        color = colors[i % len(colors)]
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
+        parts.append(f'<text x="{pad + 8}" y="{pad + 14 + 14 * i}" fill="{color}">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def ranked_gallery(qf: np.ndarray, gf: np.ndarray, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
+                   query_indices: Sequence[int], k: int = 10, drop_same_camera: bool = True) -> list[tuple[int, list[int]]]:
+    """Top-k gallery indices for a few queries (Euclidean), leaving out same-id same-camera junk."""
+    g_ids = np.array([r.vehicle_id for r in gallery])
+    g_cams = np.array([r.camera_id for r in gallery])
+    out = []
+    for qi in query_indices:
+        d = ((gf - qf[qi]) ** 2).sum(1)
+        if drop_same_camera:
+            d = np.where((g_ids == query[qi].vehicle_id) & (g_cams == query[qi].camera_id), np.inf, d)
+        order = np.argsort(d, kind="stable")[:k]
+        out.append((qi, [int(j) for j in order if np.isfinite(d[j])]))
+    return out
+
+
+def write_report(path: str | Path, title: str, results: Mapping[str, Mapping[str, Any]],
+                 cmc_curves: Mapping[str, Sequence[float]], ranked: Sequence[tuple[int, list[int]]],
+                 query: Sequence[ImageRecord], gallery: Sequence[ImageRecord], notes: Sequence[str] = ()) -> Path:
+    rows = "".join(
+        "<tr><td>" + html.escape(name) + "</td>" +
+        "".join(f"<td>{100 * r[k]:.2f}</td>" if r.get(k) is not None else "<td>-</td>" for k, _ in METRIC_COLUMNS)
+        + "</tr>" for name, r in results.items()
+    )
+    header = "".join(f"<th>{label}</th>" for _, label in METRIC_COLUMNS)
+    lists = []
+    for qi, gidx in ranked:
+        q = query[qi]
+        cells = [f'<figure class="query"><img src="{thumbnail_data_uri(q.path)}"><figcaption>query id {q.vehicle_id}'
+                 f' cam {q.camera_id}</figcaption></figure>']
+        for rank, j in enumerate(gidx, 1):
+            g = gallery[j]
+            ok = g.vehicle_id == q.vehicle_id
+            cells.append(f'<figure class="{"hit" if ok else "miss"}"><img src="{thumbnail_data_uri(g.path)}">'
+                         f'<figcaption>#{rank} id {g.vehicle_id} cam {g.camera_id}</figcaption></figure>')
+        lists.append('<div class="row">' + "".join(cells) + "</div>")
+    notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
+td:first-child {{ text-align: left; }}
+.row {{ display: flex; gap: 6px; margin: 8px 0; align-items: flex-start; }}
+figure {{ margin: 0; padding: 3px; border: 4px solid transparent; font-size: 10px; text-align: center; }}
+figure img {{ height: 96px; display: block; }}
+figure.query {{ border-color: #333; margin-right: 14px; }}
+figure.hit {{ border-color: #2a2; }} figure.miss {{ border-color: #d22; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<ul>{notes_html}</ul>
+<h2>Metrics (%)</h2><table><tr><th></th>{header}</tr>{rows}</table>
+<h2>CMC</h2>{cmc_svg(cmc_curves)}
+<h2>Ranked gallery</h2><p>Query on the left (black); matches framed green, wrong vehicles red. Same-camera images of
+the query's vehicle are left out, as the protocol does.</p>
+{"".join(lists)}
+</body></html>"""
+    write_text_atomic(path, doc)
+    return Path(path)
