@@ -1,0 +1,64 @@
+"""Leaderboard rows (docs/results.json) and their markdown table (docs/results.md)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vreid.fileio import write_json_atomic, write_text_atomic
+
+
+@dataclass
+class Row:
+    name: str
+    config: str
+    split: str
+    epochs: int
+    plain: dict[str, Any]
+    reranked: dict[str, Any]
+    rerank: str
+    train_seconds: float
+    params: int
+    command: str
+    preset: str = "hard"
+
+
+def load_rows(path: Path) -> dict[tuple[str, str], Row]:
+    if not path.is_file():
+        return {}
+    rows = [Row(**r) for r in json.loads(path.read_text())]
+    return {(r.name, r.preset): r for r in rows}
+
+
+def save_rows(path: Path, rows: dict[tuple[str, str], Row]) -> None:
+    write_json_atomic(path, [dataclasses.asdict(r) for r in rows.values()])
+
+
+def _pct(d: dict[str, Any], key: str) -> str:
+    v = d.get(key)
+    return f"{100 * v:.1f}" if v is not None else "-"
+
+
+def write_results_md(path: Path, rows: dict[tuple[str, str], Row]) -> None:
+    lines = [
+        "# Results on the synthetic world",
+        "",
+        "Every row: trained by `benchmarks/leaderboard.py` on the same synthetic split, with the same image size,",
+        "batch shape (P x K), epochs and seed; evaluated under the VeRi-776 protocol (same-id same-camera gallery",
+        "images removed). Metrics in %. `+RR` = the same model re-ranked. Times are on the 2-core CPU machine.",
+        "",
+        "| method | split | epochs | mAP | R-1 | R-5 | mINP | mAP +RR | R-1 +RR | train time | params | config |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows.values():
+        lines.append(
+            f"| {r.name} | {r.split} | {r.epochs} | {_pct(r.plain, 'mAP')} | {_pct(r.plain, 'rank1')} | "
+            f"{_pct(r.plain, 'rank5')} | {_pct(r.plain, 'mINP')} | {_pct(r.reranked, 'mAP')} | "
+            f"{_pct(r.reranked, 'rank1')} | {r.train_seconds / 60:.1f} min | {r.params / 1e6:.2f} M | `{r.config}` |"
+        )
+    lines += ["", "## Commands", ""]
+    for r in rows.values():
+        lines.append(f"- {r.name}: `{r.command}` (re-ranking: {r.rerank})")
+    write_text_atomic(path, "\n".join(lines) + "\n")
