@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         command = ("python benchmarks/leaderboard.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
         row = Row(name=name, config=str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
                   split=split, epochs=args.epochs, plain=plain, reranked=reranked, rerank=args.rerank,
-                  train_seconds=seconds, params=params, command=command)
+                  train_seconds=seconds, params=params, command=command, preset=args.preset)
         rows[(name, args.preset)] = row
         save_rows(Path(args.results), rows)
         write_results_md(Path(args.results).with_suffix(".md"), rows)

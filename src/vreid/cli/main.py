@@ -22,3 +22,7 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:  # pragma: no cover - console entry
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m vreid.cli.main` (e.g. under torchrun)
+    main()

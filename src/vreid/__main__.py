@@ -1,0 +1,4 @@
+"""`python -m vreid ...` is the `vreid` command."""
+from vreid.cli.main import main
+
+main()
