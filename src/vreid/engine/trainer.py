@@ -125,6 +125,8 @@ class Trainer:
             start_batch=self.batch_in_epoch, rank=self.dist.rank, world_size=self.dist.world_size,
         )
         self._loader_key = key
+        # the loader's own seed must not come from the global RNG: a resumed run creates it at another moment
+        loader.generator = torch.Generator().manual_seed(self.cfg.seed * 100003 + self.epoch)
         return loader
 
     def _set_lr(self) -> float:
