@@ -35,11 +35,14 @@ def register(app: typer.Typer) -> None:
             ds, problems = inspect_dataset(root, layout, test_size, verify_images=verify_images)
         if problems:
             err_console.print(f"[red]{len(problems)} problem(s)[/red] in {ds.root} (layout {layout}):",
-                              highlight=False)
-            err_console.print(format_problems(problems, limit=limit or None), highlight=False, markup=False)
+                              highlight=False, soft_wrap=True)
+            err_console.print(format_problems(problems, limit=limit or None), highlight=False, markup=False,
+                              soft_wrap=True)
             raise typer.Exit(1)
-        table = Table(title=f"{ds.root}: layout {layout}, protocol {ds.protocol}"
-                            + (f", test size {ds.info['test_size']}" if ds.info.get("test_size") else ""))
+        console.print(f"{ds.root}: layout {layout}, protocol {ds.protocol}"
+                      + (f", test size {ds.info['test_size']}" if ds.info.get("test_size") else ""),
+                      highlight=False, soft_wrap=True)
+        table = Table()
         for col in ("split", "ids", "cameras", "images"):
             table.add_column(col, justify="left" if col == "split" else "right")
         for split, c in ds.summary().items():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vreid.data.errors import Problem
 from vreid.data.layouts import LAYOUTS
-from vreid.data.layouts.base import ParseContext
+from vreid.data.layouts.base import Layout, ParseContext
 from vreid.data.records import ReidDataset
 
 
@@ -71,16 +71,19 @@ def check_images(ds: ReidDataset, ctx: ParseContext, verify_images: bool = True)
     return problems
 
 
-def check_splits(ds: ReidDataset, required: tuple[str, ...], ctx: ParseContext) -> list[Problem]:
+def check_splits(ds: ReidDataset, layout: Layout, ctx: ParseContext) -> list[Problem]:
     """Empty required splits, and query ids that have no image in the gallery."""
     problems = []
+    required = layout.required_splits
+    test_size = ds.info.get("test_size")
     for split in required:
         if not getattr(ds, split):
-            problems.append(Problem(file=str(ctx.root), message=f"{split} split is empty",
-                                    fix=f"check the {split} list file and data.test_size"))
+            problems.append(Problem(file=layout.list_file(split, test_size), message=f"{split} split is empty",
+                                    fix="list its images in this file (and check data.root, data.test_size)"))
     for have, lack in (("query", "gallery"), ("gallery", "query")):
         if getattr(ds, have) and not getattr(ds, lack) and lack not in required:
-            problems.append(Problem(file=str(ctx.root), message=f"{have} has images but {lack} is empty",
+            problems.append(Problem(file=layout.list_file(lack, test_size),
+                                    message=f"{have} has images but {lack} is empty",
                                     fix=f"provide the {lack} split too (evaluation needs both)"))
     if ds.query and ds.gallery and ds.protocol != "vehicleid":
         gallery_ids = {r.vehicle_id for r in ds.gallery}
@@ -105,7 +108,7 @@ def inspect_dataset(root: str | os.PathLike, layout: str, test_size: int | None 
     if ctx.root.is_dir():
         if check_files:
             problems += check_images(ds, ctx, verify_images)
-        problems += check_splits(ds, lay.required_splits, ctx)
+        problems += check_splits(ds, lay, ctx)
     return ds, problems
 
 

@@ -102,11 +102,15 @@ class IdentityBatchSampler:
                 else:
                     batch.append(self._chunks(rng, g)[0])
             batches.append(np.concatenate(batch))
+        seeds = list(rng.integers(0, 2**31 - 1, size=(len(batches), self.P * self.K), dtype=np.int64))
+        # padding to a multiple of world_size draws from its own stream: the first batches and their sample
+        # seeds are the same for any world size
+        pad_rng = np.random.default_rng([self.seed, self.epoch, 0x9AD, self.world_size])
         while len(batches) % self.world_size:
-            chosen = rng.choice(len(pending), size=self.P, replace=False)
-            batches.append(np.concatenate([self._chunks(rng, int(g))[0] for g in chosen]))
-        out = np.stack(batches).astype(np.int64)
-        seeds = rng.integers(0, 2**31 - 1, size=out.shape, dtype=np.int64)
+            chosen = pad_rng.choice(len(pending), size=self.P, replace=False)
+            batches.append(np.concatenate([self._chunks(pad_rng, int(g))[0] for g in chosen]))
+            seeds.append(pad_rng.integers(0, 2**31 - 1, size=self.P * self.K, dtype=np.int64))
+        out, seeds = np.stack(batches).astype(np.int64), np.stack(seeds)
         self._cache = (self.epoch, out, seeds)
         return out, seeds
 

@@ -64,6 +64,10 @@ class Layout:
     def parse(self, ctx: ParseContext, test_size: int | None) -> ReidDataset:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def list_file(self, split: str, test_size: int | None) -> str:
+        """The file that lists `split`'s images (for messages)."""
+        return f"{split} list"
+
     def parse_root(self, root: str | os.PathLike, test_size: int | None = None) -> tuple[ReidDataset, ParseContext]:
         """Parse without raising: the dataset (possibly partial) and the context holding the problems."""
         from vreid.data.layouts.side_labels import apply_side_labels

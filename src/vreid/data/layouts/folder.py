@@ -52,6 +52,9 @@ class FolderLayout(Layout):
     # any split may be absent; a present but empty file is reported by read_split_csv
     required_splits = ()
 
+    def list_file(self, split: str, test_size: int | None) -> str:
+        return f"{split}.csv"
+
     def parse(self, ctx: ParseContext, test_size: int | None) -> ReidDataset:
         splits = {s: read_split_csv(ctx, f"{s}.csv") for s in ("train", "query", "gallery")}
         if not any(ctx.path(f"{s}.csv").is_file() for s in splits):

@@ -29,6 +29,10 @@ class VehicleIDLayout(Layout):
     protocol = "vehicleid"
     side_sets_camera = True
 
+    def list_file(self, split: str, test_size: int | None) -> str:
+        return "train_test_split/" + ("train_list.txt" if split == "train" else
+                                      f"test_list_{test_size or DEFAULT_TEST_SIZE}.txt")
+
     def parse(self, ctx: ParseContext, test_size: int | None) -> ReidDataset:
         test_size = test_size or DEFAULT_TEST_SIZE
         colors = self._read_attribute(ctx, "attribute/color_attr.txt")

@@ -56,6 +56,9 @@ class VeRi776Layout(Layout):
     name = "veri776"
     protocol = "veri776"
 
+    def list_file(self, split: str, test_size: int | None) -> str:
+        return {"train": "name_train.txt", "query": "name_query.txt", "gallery": "name_test.txt"}[split]
+
     def parse(self, ctx: ParseContext, test_size: int | None) -> ReidDataset:
         labels = read_label_xml(ctx, "train_label.xml")
         labels.update(read_label_xml(ctx, "test_label.xml"))

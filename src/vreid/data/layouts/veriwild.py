@@ -93,6 +93,11 @@ class VeRiWildLayout(Layout):
     name = "veriwild"
     protocol = "veriwild"
 
+    def list_file(self, split: str, test_size: int | None) -> str:
+        size = test_size or DEFAULT_TEST_SIZE
+        return f"{SPLIT_DIR}/" + {"train": "train_list.txt", "query": f"test_{size}_query.txt",
+                                  "gallery": f"test_{size}.txt"}[split]
+
     def parse(self, ctx: ParseContext, test_size: int | None) -> ReidDataset:
         test_size = test_size or DEFAULT_TEST_SIZE
         info = read_vehicle_info(ctx)
