@@ -1,13 +1,11 @@
 """Broken trees: every problem is reported once, naming its file; parsers and load_dataset refuse them cleanly."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from test_data_trees import jpg, make_folder, make_vehicleid, make_veri776, make_veriwild, text, veri_name
+from test_data_trees import make_folder, make_vehicleid, make_veri776, make_veriwild, text, veri_name
 from vreid.cli.data import register
 from vreid.config.schema import DataConfig
 from vreid.data import DatasetError, check_dataset, load_dataset
