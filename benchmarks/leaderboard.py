@@ -9,6 +9,8 @@ k-reciprocal re-ranking. Rows accumulate in docs/results.json; docs/results.md i
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import shlex
 import sys
 import time
@@ -29,6 +31,18 @@ def budget_overrides(args: argparse.Namespace, data_root: Path, out: Path) -> li
     return [f"data.root={data_root}", f"output_dir={out}", f"seed={args.seed}", f"schedule.epochs={args.epochs}",
             f"data.height={args.size}", f"data.width={args.size}", f"data.ids_per_batch={args.p}",
             f"data.images_per_id={args.k}", "train.eval_every_epochs=0", "train.progress=false"]
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock beside the results file, so concurrent runs merge their rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +75,6 @@ def main(argv: list[str] | None = None) -> None:
     if not (data_root / "vreid_labels.csv").is_file():
         render_dataset(data_root, SynthConfig(ids=args.ids, cameras=args.cameras, seed=args.seed,
                                               preset=args.preset, size=args.size, layout="veri776", workers=2))
-    rows = load_rows(Path(args.results))
     split = f"synthetic {args.preset}: {args.ids} ids, {args.cameras} cameras, {args.size}px, seed {args.seed}"
     for entry in [m.strip() for m in args.methods.split(",") if m.strip()]:
         config = config_for(entry)
@@ -80,9 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         row = Row(name=name, config=str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
                   split=split, epochs=args.epochs, plain=plain, reranked=reranked, rerank=args.rerank,
                   train_seconds=seconds, params=params, command=command, preset=args.preset)
-        rows[(name, args.preset)] = row
-        save_rows(Path(args.results), rows)
-        write_results_md(Path(args.results).with_suffix(".md"), rows)
+        with locked(Path(args.results)):  # other leaderboard runs may have added rows meanwhile
+            rows = load_rows(Path(args.results))
+            rows[(name, args.preset)] = row
+            save_rows(Path(args.results), rows)
+            write_results_md(Path(args.results).with_suffix(".md"), rows)
         print(f"{name}: mAP {100 * plain['mAP']:.2f} (re-ranked {100 * reranked['mAP']:.2f}), {seconds:.0f} s")
 
 

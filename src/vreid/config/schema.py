@@ -131,5 +131,7 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
     """Read a YAML experiment file, apply `key=value` overrides, and build the typed config."""
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
-    data.setdefault("model", {"name": "bot"})
+    model = data.setdefault("model", {})
+    if isinstance(model, dict):
+        model.setdefault("name", "bot")
     return build(ExperimentConfig, data, file=str(path) if path is not None else "<overrides>")
