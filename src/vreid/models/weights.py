@@ -8,6 +8,7 @@ unwrapped; a backbone may adapt key names through a ``filter_state_dict(state_di
 """
 from __future__ import annotations
 
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             return _unwrap(load_file(str(path), device="cpu"), path)
         if _is_torchscript(path):
-            return _unwrap(torch.jit.load(str(path), map_location="cpu").state_dict(), path)
+            with warnings.catch_warnings():  # TorchScript is deprecated, but OpenAI's CLIP files need it
+                warnings.simplefilter("ignore", FutureWarning)
+                return _unwrap(torch.jit.load(str(path), map_location="cpu").state_dict(), path)
         return _unwrap(torch.load(path, map_location="cpu", weights_only=True), path)
     except WeightsError:
         raise
