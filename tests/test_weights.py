@@ -61,6 +61,21 @@ def test_timm_state_dict_into_vreid_and_timm_family(tmp_path):
         assert torch.allclose(wrapped.forward_features(X), ref, atol=1e-5)
 
 
+def test_timm_vit_checkpoint_resized_to_reid_crops(tmp_path):
+    torch.manual_seed(5)
+    src = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32).eval()
+    path = save(src.state_dict(), tmp_path / "vit.pth")
+    same = create_backbone("timm:vit_tiny_patch16_224", img_size=32, pretrained=str(path)).eval()
+    assert same.pretrained_report.missing == [] and same.pretrained_report.unexpected == []
+    assert [k.split(".")[-2] for k in same.pretrained_report.dropped] == ["head", "head"]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(same.forward_features(x), src.forward_features(x), atol=1e-5)
+    tall = create_backbone("timm:vit_tiny_patch16_224", img_size=(64, 32), pretrained=str(path))
+    assert tall.pretrained_report.mismatched == []  # timm's filter resampled the position embedding
+    assert tall.forward_features(torch.randn(1, 3, 64, 32)).shape == (1, 9, 192)
+
+
 def test_safetensors_and_containers(tmp_path):
     torch.manual_seed(2)
     src = create_backbone("resnet_tiny_ibn_a").eval()

@@ -169,7 +169,7 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = False,
                 to_load[k] = v
             else:
                 report.mismatched.append((k, tuple(v.shape), tuple(target[k].shape)))
-        elif k.split(".", 1)[0] in HEAD_PREFIXES:
+        elif any(part in HEAD_PREFIXES for part in k.split(".")[:2]):  # `fc.*`, or `model.fc.*` in a wrapper
             report.dropped.append(k)
         else:
             report.unexpected.append(k)
