@@ -1,0 +1,122 @@
+"""Query x gallery distances computed one block of query rows at a time (float32, torch or numpy inputs)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+METRICS = ("euclidean", "cosine")
+
+#: Memory (bytes) one block of a distance matrix and its per-element index buffers may take.
+DEFAULT_BLOCK_BYTES = 1 << 30
+
+
+def as_tensor(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A CPU tensor of `dtype` sharing memory with `x` where possible (numpy arrays, tensors, lists)."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        return t.to(dtype)
+    return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+def as_int_array(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(np.int64, copy=False).reshape(-1)
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric '{metric}'; available: {', '.join(METRICS)}")
+
+
+def prepare_features(qf: Any, gf: Any, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 query and gallery features; L2-normalised for cosine."""
+    check_metric(metric)
+    q, g = as_tensor(qf), as_tensor(gf)
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"features must be 2-D with the same width; got {tuple(q.shape)} and {tuple(g.shape)}")
+    if metric == "cosine":
+        q = torch.nn.functional.normalize(q, dim=1)
+        g = torch.nn.functional.normalize(g, dim=1)
+    return q.contiguous(), g.contiguous()
+
+
+def distance_block(q: torch.Tensor, g: torch.Tensor, metric: str, g_sqnorm: torch.Tensor | None = None,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """Distances of a block of (prepared) queries to all gallery rows.
+
+    euclidean: squared Euclidean distance (what the reference evaluators rank; same order as Euclidean),
+    cosine: 1 - cosine similarity. `out` (len(q) x len(g), float32) is reused when given.
+    """
+    if metric == "cosine":
+        out = torch.mm(q, g.T, out=out) if out is not None else torch.mm(q, g.T)
+        return out.neg_().add_(1.0)
+    if g_sqnorm is None:
+        g_sqnorm = g.pow(2).sum(1)
+    q_sqnorm = q.pow(2).sum(1, keepdim=True)
+    if out is None:
+        out = torch.addmm(g_sqnorm.unsqueeze(0), q, g.T, beta=1.0, alpha=-2.0)
+    else:
+        torch.addmm(g_sqnorm.unsqueeze(0), q, g.T, beta=1.0, alpha=-2.0, out=out)
+    return out.add_(q_sqnorm).clamp_(min=0.0)
+
+
+class DistanceSource(Protocol):
+    """Anything that yields query-row blocks of a Q x G distance matrix (smaller = more similar)."""
+
+    num_query: int
+    num_gallery: int
+
+    def block(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+class FeatureDistances:
+    """Distances computed on demand from features, one block of queries at a time."""
+
+    def __init__(self, qf: Any, gf: Any, metric: str = "euclidean") -> None:
+        self.metric = metric
+        self.q, self.g = prepare_features(qf, gf, metric)
+        self.num_query, self.num_gallery = self.q.shape[0], self.g.shape[0]
+        self.g_sqnorm = self.g.pow(2).sum(1) if metric == "euclidean" else None
+
+    def block(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        return distance_block(self.q[start:stop], self.g, self.metric, self.g_sqnorm, out)
+
+
+class MatrixDistances:
+    """A precomputed Q x G matrix (numpy, tensor or memory-mapped array) read one block at a time."""
+
+    def __init__(self, distmat: Any) -> None:
+        self.distmat = distmat
+        self.num_query, self.num_gallery = int(distmat.shape[0]), int(distmat.shape[1])
+
+    def block(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        block = as_tensor(self.distmat[start:stop])
+        if out is not None:
+            return out.copy_(block)
+        return block.clone() if isinstance(self.distmat, torch.Tensor) else block
+
+
+class FunctionDistances:
+    """Wraps `fn(start, stop) -> (stop - start) x G distances` as a DistanceSource."""
+
+    def __init__(self, fn: Callable[[int, int], Any], num_query: int, num_gallery: int) -> None:
+        self.fn, self.num_query, self.num_gallery = fn, num_query, num_gallery
+
+    def block(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        block = as_tensor(self.fn(start, stop))
+        return out.copy_(block) if out is not None else block
+
+
+def auto_chunk_size(num_gallery: int, bytes_per_element: int = 12, budget: int = DEFAULT_BLOCK_BYTES) -> int:
+    """Query rows per block so that a block and its per-element buffers stay within `budget` bytes."""
+    return int(max(1, min(4096, budget // max(1, num_gallery * bytes_per_element))))
+
+
+def iter_blocks(num_rows: int, chunk_size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, num_rows, chunk_size):
+        yield start, min(num_rows, start + chunk_size)

@@ -1,0 +1,40 @@
+"""Top-k gallery items per query, one block of queries at a time (for ranked-list pictures and reports)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from vreid.eval.distance import FeatureDistances, auto_chunk_size, iter_blocks
+
+
+def ranked_topk(qf: Any, gf: Any, k: int = 10, metric: str = "euclidean", chunk_size: int | None = None,
+                source: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, distances), each Q x k, nearest first; ties go to the lower gallery index.
+
+    Distances are Euclidean (not squared) for "euclidean" and 1 - cosine for "cosine". Pass `source`
+    (any DistanceSource, e.g. a re-ranker's output) to rank by other distances; then they are returned as is.
+    """
+    src = source if source is not None else FeatureDistances(qf, gf, metric)
+    Q, G = src.num_query, src.num_gallery
+    k = min(k, G)
+    chunk_size = chunk_size or auto_chunk_size(G, bytes_per_element=4)
+    indices, distances = np.zeros((Q, k), np.int64), np.zeros((Q, k), np.float32)
+    for start, stop in iter_blocks(Q, chunk_size):
+        dist = src.block(start, stop)
+        # topk's order among equal values is unspecified: take a margin, then sort (distance, index) exactly
+        kk = min(G, k + 8)
+        vals, idx = torch.topk(dist, kk, dim=1, largest=False, sorted=True)
+        vals, idx = vals.numpy(), idx.numpy()
+        for r in range(stop - start):
+            cutoff = vals[r, k - 1]
+            if kk < G and vals[r, -1] == cutoff:  # ties run past the margin: rank this row exactly
+                order = np.lexsort((np.arange(G), dist[r].numpy()))[:k]
+                indices[start + r], distances[start + r] = order, dist[r].numpy()[order]
+                continue
+            order = np.lexsort((idx[r], vals[r]))[:k]
+            indices[start + r], distances[start + r] = idx[r, order], vals[r, order]
+    if source is None and metric == "euclidean":
+        np.sqrt(distances, out=distances)
+    return indices, distances
