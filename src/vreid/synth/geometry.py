@@ -215,7 +215,7 @@ def build_vehicle(ident: Identity) -> list[Part]:
     parts.append(cpart)
     # side windows: inset of the cabin side, split by pillars
     inset = 0.07
-    z0, z1 = belt + inset * 0.8, cab_h - inset
+    z0, z1 = belt + inset * 0.8, cab_h - (inset if t != "bus" else 0.4)
     def x_front(z):  # noqa: E306 - along the windshield line
         return xf + (top_f - xf) * (z - belt) / (cab_h - belt) - inset
     def x_rear(z):  # noqa: E306
@@ -230,6 +230,8 @@ def build_vehicle(ident: Identity) -> list[Part]:
     xs = np.linspace(0, 1, n_win + 1)
     pillar = 0.06 if t != "bus" else 0.1
     for i in range(n_win):
+        if t == "van" and i == 0:
+            continue  # panel van: no window over the cargo space
         a, b = xs[i], xs[i + 1]
         poly = []
         for z in (z0, z1):

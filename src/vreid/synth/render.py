@@ -224,7 +224,7 @@ def _draw_parts(canvas: _Canvas, mesh: FlatMesh, light: Light, clean: bool, emis
             pts = pix[s:s + n].ravel().tolist()
             draw.polygon(pts, fill=tuple(col8[k].tolist()))
             if emissive is not None and light.night and mesh.material[k] in (HEADLIGHT, TAILLIGHT):
-                emissive.polygon(pts, fill=255)
+                emissive.polygon(pts, fill=(255, 235, 200) if mesh.material[k] == HEADLIGHT else (255, 30, 20))
 
 
 def vehicle_mesh(ident: Identity) -> FlatMesh:
@@ -232,10 +232,12 @@ def vehicle_mesh(ident: Identity) -> FlatMesh:
 
 
 def render_view(ident: Identity, mesh: FlatMesh | None, cam_spec: CameraSpec, pose: Pose, size: int,
-                rng: np.random.Generator, clean: bool = False, crop_margin: tuple | None = None) -> Image.Image:
+                rng: np.random.Generator, clean: bool = False, crop_margin: tuple | None = None,
+                scene: bool = True) -> Image.Image:
     """One image of `ident` seen by `cam_spec` under `pose`, cropped around the vehicle like a detector box.
 
     `clean=True`: unshaded albedo on a plain background, no optics (for tests and label checks).
+    `scene=False`: shaded vehicle on a plain gray background (no road, traffic or occluders).
     The long side of the result is `size`; the other side follows the crop's aspect ratio (at most 2.5:1).
     """
     mesh = mesh or vehicle_mesh(ident)
@@ -279,7 +281,7 @@ def render_view(ident: Identity, mesh: FlatMesh | None, cam_spec: CameraSpec, po
 
     # backdrop: a vertical gradient (buildings/trees beyond the road), darker at night
     far = np.array(cam_spec.far_rgb) * (0.25 if light.night else 1.0)
-    if clean:
+    if clean or not scene:
         base = np.full((h, w, 3), 128, np.uint8)
     else:
         rows = np.clip(far[None, :] * np.linspace(1.1, 0.8, h)[:, None] * 255, 0, 255).astype(np.uint8)
@@ -287,14 +289,15 @@ def render_view(ident: Identity, mesh: FlatMesh | None, cam_spec: CameraSpec, po
     canvas = _Canvas(cam, lo, scale, w, h, base)
     glow = None
     if not clean:
-        _draw_ground(canvas, cam_spec, light, srng, mesh, m)
-        glow_img = Image.new("L", (w, h), 0) if light.night else None
+        if scene:
+            _draw_ground(canvas, cam_spec, light, srng, mesh, m)
+        glow_img = Image.new("RGB", (w, h), 0) if light.night else None
         glow = ImageDraw.Draw(glow_img) if glow_img is not None else None
     others = []
-    if not clean and pose.occluder == "car":
+    if not clean and scene and pose.occluder == "car":
         side = 1.0 if pos[1] > 0 else -1.0
         others = _simple_car(srng, float(srng.uniform(-3, 3)) + math.cos(az) * 2.0, side * 3.5)
-    elif not clean and srng.random() < 0.25:  # background traffic in the far lane
+    elif not clean and scene and srng.random() < 0.25:  # background traffic in the far lane
         side = -1.0 if pos[1] > 0 else 1.0
         others = _simple_car(srng, float(srng.uniform(-7, 7)), side * 3.5)
     other_mesh = flatten(others) if others else None
@@ -312,7 +315,7 @@ def render_view(ident: Identity, mesh: FlatMesh | None, cam_spec: CameraSpec, po
     # optics: glow of lights at night, white balance, exposure, resolution, blur, noise
     if glow is not None:
         g = np.asarray(glow_img.filter(ImageFilter.GaussianBlur(radius=max(1.5, long_px / 40))), np.float32) / 255.0
-        arr = np.asarray(img, np.float32) + g[:, :, None] * np.array([230.0, 200.0, 160.0], np.float32)
+        arr = np.asarray(img, np.float32) + 0.9 * g * 255.0
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     img = img.reduce(SUPERSAMPLE)
     if img.size != (out_w, out_h):

@@ -94,7 +94,8 @@ def route(seed: int, vehicle_id: int, cfg: SynthConfig) -> list[Shot]:
     hi = min(cfg.cameras, max(lo, int(round(cfg.cams_per_vehicle[1] * cfg.cameras))))
     n = int(r.integers(lo, hi + 1))
     cams = r.permutation(np.arange(1, cfg.cameras + 1))[:n]
-    t = float(r.uniform(0, 86400 - 3600 * 2))
+    h0, h1 = get_preset(cfg.preset).hours  # traffic hours of the preset (night is before 6 and after 19)
+    t = float(r.uniform(h0 * 3600, max(h0 * 3600 + 1, h1 * 3600 - 5400)))
     shots = []
     for cam in cams:
         k = int(r.integers(cfg.frames[0], cfg.frames[1] + 1))
@@ -145,12 +146,13 @@ def daylight() -> Light:
 
 def render_vehicle(vehicle: int | Identity, azimuth: float, elevation: float = 15.0, *, seed: int = 0,
                    preset: str = "medium", camera_id: int = 1, size: int = 128, distance: float | None = None,
-                   light: Light | None = None, clean: bool = False, optics: bool = False) -> Image.Image:
+                   light: Light | None = None, clean: bool = False, optics: bool = False,
+                   scene: bool = True) -> Image.Image:
     """Render one vehicle from a chosen azimuth/elevation (degrees) with camera `camera_id`'s scene.
 
     `vehicle` is a vehicle id of world `seed` or an Identity. By default the camera's optics (blur, noise, colour
     cast, low resolution) and occluders are off so that renders are comparable; `optics=True` keeps them;
-    `clean=True` gives the unshaded albedo on a gray background. Fixed daylight unless `light` is given.
+    `clean=True` gives the unshaded albedo on a gray background; `scene=False` the shaded vehicle on gray. Fixed daylight unless `light` is given.
     """
     ident = vehicle if isinstance(vehicle, Identity) else identity(seed, vehicle, preset)
     cam = camera(seed, camera_id, preset)
@@ -160,4 +162,4 @@ def render_vehicle(vehicle: int | Identity, azimuth: float, elevation: float = 1
     dist = distance if distance is not None else 9.0 * max(1.0, ident.model.length / 4.5) ** 0.8
     pose = Pose(azimuth % 360.0, elevation, dist, light or daylight(), "", 12345)
     return render_view(ident, vehicle_mesh(ident), cam, pose, size, np.random.default_rng(0), clean=clean,
-                       crop_margin=(0.05, 0.05, 0.05, 0.05))
+                       crop_margin=(0.05, 0.05, 0.05, 0.05), scene=scene)
