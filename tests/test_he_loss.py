@@ -101,3 +101,23 @@ def test_no_pairs_keeps_graph():
 def test_bad_reduction_is_refused():
     with pytest.raises(ValueError, match="mean_pairs"):
         HardElasticLoss(reduction="max")
+
+
+@pytest.mark.parametrize("max_pairs", [None, 1])
+def test_dictionary_search_matches_the_dense_formula(max_pairs):
+    """The loss searches dictionary negatives without autograd; value and gradient equal the dense definition."""
+    torch.manual_seed(3)
+    labels = torch.arange(4).repeat_interleave(4)
+    memory, memory_labels = torch.randn(200, 8), torch.randint(-1, 8, (200,))
+    a = torch.randn(16, 8, requires_grad=True)
+    b = a.detach().clone().requires_grad_()
+    fast = HardElasticLoss(margin=0.1, max_pairs=max_pairs)(a, labels, memory, memory_labels)
+    same = labels[:, None] == labels[None, :]
+    dist = torch.cat([pairwise_distance(b, b), pairwise_distance(b, memory)], dim=1)
+    pos = torch.cat([same & ~torch.eye(16, dtype=torch.bool), torch.zeros(16, 200, dtype=torch.bool)], dim=1)
+    neg = torch.cat([~same, (memory_labels[None] != labels[:, None]) & (memory_labels[None] >= 0)], dim=1)
+    dense = hard_elastic_loss(dist, pos, neg, margin=0.1, max_pairs=max_pairs)
+    assert float(fast.detach()) == pytest.approx(float(dense.detach()), rel=1e-5)
+    fast.backward()
+    dense.backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-5)

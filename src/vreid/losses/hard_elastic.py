@@ -98,11 +98,34 @@ class HardElasticLoss(nn.Module):
         batch_dist = pairwise_distance(features, features, self.metric)
         neg_dist, neg = batch_dist, ~same
         if memory is not None and memory.shape[0] > 0:
-            memory = memory.detach().to(features.dtype)
-            if self.normalize:
-                memory = F.normalize(memory, dim=1)
-            mem_neg = (memory_labels[None, :] != labels[:, None]) & (memory_labels[None, :] >= 0)
-            neg_dist = torch.cat([batch_dist, pairwise_distance(features, memory, self.metric)], dim=1)
+            mem_dist, mem_neg = self._closest_memory_negatives(features, labels, memory, memory_labels, pos)
+            neg_dist = torch.cat([batch_dist, mem_dist], dim=1)
             neg = torch.cat([neg, mem_neg], dim=1)
         terms, valid = elastic_pair_terms(batch_dist, pos, neg_dist, neg, self.margin, self.max_pairs)
         return reduce_anchor_terms(terms, valid, pos.sum(1), self.reduction)
+
+    def _closest_memory_negatives(self, features: torch.Tensor, labels: torch.Tensor, memory: torch.Tensor,
+                                  memory_labels: torch.Tensor, pos: torch.Tensor,
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each anchor's k closest dictionary negatives (k = the most pairs any anchor can form), as (B, k)
+        distances with gradient and a validity mask. Only these can pair, so the (B, M) search runs without
+        autograd and the backward pass touches B x k keys instead of B x M: same loss and gradient, half the
+        matmul work of differentiating through the full distance matrix."""
+        memory = memory.detach().to(features.dtype)
+        if self.normalize:
+            memory = F.normalize(memory, dim=1)
+        n_pos = int(pos.sum(1).max().item())
+        k = min(memory.shape[0], n_pos if self.max_pairs is None else min(n_pos, self.max_pairs))
+        if k == 0:
+            return features.new_zeros(features.shape[0], 0), pos.new_zeros(features.shape[0], 0)
+        with torch.no_grad():
+            usable = (memory_labels[None, :] != labels[:, None]) & (memory_labels[None, :] >= 0)
+            far = pairwise_distance(features.detach(), memory, self.metric).masked_fill(~usable, float("inf"))
+            closest, index = far.topk(k, dim=1, largest=False)
+        keys = memory[index]  # (B, k, D)
+        if self.metric == "cosine":
+            dist = 1.0 - (F.normalize(features, dim=1)[:, None, :] * F.normalize(keys, dim=2)).sum(2)
+        else:
+            dist = (features[:, None, :] - keys).pow(2).sum(2).clamp(min=1e-12)
+            dist = dist.sqrt() if self.metric == "euclidean" else dist
+        return dist, torch.isfinite(closest)
