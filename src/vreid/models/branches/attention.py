@@ -56,7 +56,7 @@ class RelPosMHSA(nn.Module):
         return out.reshape(b, c, h, w)
 
     def extra_repr(self) -> str:
-        return f"heads={self.heads}, head_dim={self.head_dim}, resolution={tuple(self.rel_h.shape[2:3]) + tuple(self.rel_w.shape[3:])}"
+        return f"heads={self.heads}, head_dim={self.head_dim}, resolution=({self.rel_h.shape[2]}, {self.rel_w.shape[3]})"
 
 
 class BoTBlock(nn.Module):
