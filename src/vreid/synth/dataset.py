@@ -240,6 +240,9 @@ def render_dataset(out: str | os.PathLike, cfg: SynthConfig, overwrite: bool | N
             {"config": {k: v for k, v in vars(cfg).items() if k not in ("workers", "overwrite")},
              "summary": summary}, indent=2, sort_keys=True) + "\n")
         os.chmod(staging, 0o755)
+        for p in staging.rglob("*"):  # temp files are created 0600; a dataset is meant to be shared
+            if p.is_file() and p.suffix != ".jpg":
+                os.chmod(p, 0o644)
         _check_target(out, overwrite)
         trash = None
         if out.exists():

@@ -66,4 +66,5 @@ def write_preview(path: str | os.PathLike, cfg: SynthConfig | None = None, rows:
     with atomic_path(path) as tmp:
         # a 256-colour palette keeps the sheet small enough for docs
         sheet.quantize(256, dither=Image.Dither.NONE).save(tmp, format="PNG", optimize=True)
+    os.chmod(path, 0o644)  # temp files are created 0600
     return path
