@@ -107,7 +107,7 @@ def shared_mass(state: KReciprocalState, start: int, stop: int, out: torch.Tenso
     flat_out = out.view(-1)
     colptr = vg.indptr
     counts = colptr[vq.col + 1] - colptr[vq.col]
-    step = max(1, int(2e7 // max(1, counts.mean() if len(counts) else 1)))
+    step = max(1, int(4e6 // max(1, counts.mean() if len(counts) else 1)))  # ~4M triplets at a time
     for s in range(0, len(counts), step):
         c = counts[s:s + step]
         rep = np.repeat(np.arange(s, s + len(c)), c)

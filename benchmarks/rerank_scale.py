@@ -1,0 +1,110 @@
+"""Time and peak memory of k-reciprocal re-ranking: the dense published algorithm vs vreid's sparse one.
+
+Each (N, mode) runs in its own subprocess so that peak RSS belongs to it alone. N = Q + G with Q = N/6.
+    .venv/bin/python benchmarks/rerank_scale.py                          # dense + sparse up to N=12,000,
+                                                                         # equality at 5,000, sparse at 138,517
+    .venv/bin/python benchmarks/rerank_scale.py --sizes 5000 --modes dense sparse check
+Modes: dense (vreid.rerank.dense_reference, distance matrices included), sparse (vreid.rerank.k_reciprocal,
+features in, Q x G matrix out), check (both, max |difference|), sparse_eval (vreid.eval.evaluate with
+rerank="kreciprocal", block by block: for N where the Q x G matrix itself should not be held).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PLAN = (("5000", "check"), ("5000", "dense"), ("5000", "sparse"), ("12000", "dense"), ("12000", "sparse"),
+        ("41861", "sparse_eval"), ("138517", "sparse_eval"))
+
+
+def split_sizes(n: int) -> tuple[int, int]:
+    q = 10000 if n == 138517 else n // 6
+    return q, n - q
+
+
+def child(mode: str, n: int, dim: int, threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _measure import clustered_split, current_rss_mb, peak_rss_mb
+
+    torch.set_num_threads(threads)
+    q, g = split_sizes(n)
+    qf, gf, q_ids, g_ids, q_cams, g_cams = clustered_split(q, g, dim, num_ids=max(1, g // 13), spread=0.6)
+    base = current_rss_mb()
+    out = {"mode": mode, "N": n, "Q": q, "G": g, "dim": dim}
+    t0 = time.perf_counter()
+    if mode in ("dense", "check"):
+        from vreid.rerank.dense_reference import dense_re_ranking, euclidean
+
+        qn, gn = qf.numpy(), gf.numpy()
+        dists = euclidean(qn, gn), euclidean(qn, qn), euclidean(gn, gn)
+        out["distance_seconds"] = time.perf_counter() - t0
+        dense = dense_re_ranking(*dists)
+    if mode == "check":
+        from vreid.rerank import k_reciprocal
+
+        out["max_abs_diff"] = float(np.abs(k_reciprocal(qf, gf) - dense).max())
+    if mode == "sparse":
+        from vreid.rerank import k_reciprocal
+
+        k_reciprocal(qf, gf)
+    if mode == "sparse_eval":
+        from vreid.eval import evaluate
+
+        before = evaluate(qf, gf, q_ids, g_ids, q_cams, g_cams)
+        t0 = time.perf_counter()
+        res = evaluate(qf, gf, q_ids, g_ids, q_cams, g_cams, rerank="kreciprocal")
+        out.update(mAP_before=before.mAP, mAP_after=res.mAP, rank1_before=float(before.cmc[0]),
+                   rank1_after=float(res.cmc[0]))
+    out.update(seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), base_rss_mb=base)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="*", help="N values (default: the built-in plan)")
+    ap.add_argument("--modes", nargs="*", default=["dense", "sparse"])
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.dim, args.threads)))
+        return
+    plan = [(n, m) for n in args.sizes for m in args.modes] if args.sizes else list(PLAN)
+    print("| N (Q + G) | dim | method | time (s) | peak RSS (MB) | above inputs (MB) | notes |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    rows = []
+    for n, mode in plan:
+        cmd = [sys.executable, __file__, "--child", mode, n, "--dim", str(args.dim), "--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"| {int(n):,} | {args.dim} | {mode} | failed | | | {proc.stderr.strip().splitlines()[-1:]} |")
+            continue
+        r = json.loads(proc.stdout)
+        rows.append(r)
+        notes = {
+            "dense": f"of which distance matrices {r.get('distance_seconds', 0):.1f} s",
+            "check": f"dense + sparse; max abs difference {r.get('max_abs_diff', 0):.2e}",
+            "sparse": "features in, Q x G matrix out",
+            "sparse_eval": (f"evaluate(rerank='kreciprocal'): mAP {100 * r.get('mAP_before', 0):.1f} -> "
+                            f"{100 * r.get('mAP_after', 0):.1f}, R-1 {100 * r.get('rank1_before', 0):.1f} -> "
+                            f"{100 * r.get('rank1_after', 0):.1f}"),
+        }[mode]
+        name = {"dense": "dense reference", "check": "check", "sparse": "vreid sparse",
+                "sparse_eval": "vreid sparse + metrics"}[mode]
+        print(f"| {r['N']:,} ({r['Q']:,} + {r['G']:,}) | {r['dim']} | {name} | {r['seconds']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['base_rss_mb']:.0f} | {notes} |", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
