@@ -92,3 +92,14 @@ def test_registry_lists_names_on_unknown():
         reg.get("b")
     with pytest.raises(RegistryError, match="twice"):
         reg.register("a")(int)
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    write_json_atomic(tmp_path / "a.json", {})
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

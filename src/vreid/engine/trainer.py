@@ -140,6 +140,7 @@ class Trainer:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def train_step(self, batch: dict) -> dict[str, float]:
+        """One optimizer step; advances `step` and `batch_in_epoch` before the after_step hooks run."""
         self.model.train()
         for h in self.hooks:
             h.before_step(self, batch)
@@ -156,6 +157,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.batch_in_epoch += 1  # hooks see the counts including this step
+        self.step += 1
         for h in self.hooks:
             h.after_step(self, batch, outputs, losses)
         return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
@@ -205,8 +208,6 @@ class Trainer:
             batch = self._to_device(batch)
             values = self.train_step(batch)
             seen += batch["images"].shape[0] * self.dist.world_size
-            self.batch_in_epoch += 1
-            self.step += 1
             if self.step % max(cfg.train.log_every, 1) == 0 or self.batch_in_epoch == self.steps_this_epoch:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 self.log.log(self.step, {**values, "lr": lr, "epoch": self.epoch, "images_per_s": rate})
