@@ -17,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-PLAN = (("5000", "check"), ("5000", "dense"), ("5000", "sparse"), ("12000", "dense"), ("12000", "sparse"),
-        ("41861", "sparse_eval"), ("138517", "sparse_eval"))
+PLAN = (("5000", "check"), ("12000", "dense"), ("12000", "sparse"), ("138517", "sparse_eval"))
 
 
 def split_sizes(n: int) -> tuple[int, int]:

@@ -30,7 +30,7 @@ def _reciprocal(neighbours: np.ndarray, width: int, block: int = 8192) -> np.nda
 
 
 def _pair_sqdist(x: torch.Tensor, sq: torch.Tensor, rows: np.ndarray, cols: np.ndarray,
-                 block: int = 1 << 16) -> np.ndarray:
+                 block: int = 1 << 13) -> np.ndarray:
     out = np.empty(len(rows), np.float32)
     for s in range(0, len(rows), block):
         r, c = torch.from_numpy(rows[s:s + block]), torch.from_numpy(cols[s:s + block])
@@ -46,19 +46,19 @@ def expansion_sets(neighbours: np.ndarray, k1: int, block: int = 4096) -> tuple[
     half = int(np.around(k1 / 2.0)) + 1
     fwd, hfwd = neighbours[:, :k1 + 1], neighbours[:, :half]
     recip, hrecip = _reciprocal(neighbours, k1 + 1), _reciprocal(neighbours, half)
-    keys = []
+    recip_keys = (np.arange(n)[:, None] * n + fwd)[recip]       # sorted: rows ascending, then by column
+    recip_keys.sort()
+    keys = [recip_keys]
     for s in range(0, n, block):
         f, r = fwd[s:s + block], recip[s:s + block]
-        rows = np.arange(s, s + len(f))
         cand_sets, cand_mask = hfwd[f], hrecip[f]                       # b x (k1+1) x half
-        member = ((cand_sets[..., None] == f[:, None, None, :]) & r[:, None, None, :]).any(-1)
+        probe = np.arange(s, s + len(f))[:, None, None] * n + cand_sets  # is cand_sets[b, m, t] in R(b)?
+        at = np.minimum(np.searchsorted(recip_keys, probe), len(recip_keys) - 1)
+        member = recip_keys[at] == probe
         size = cand_mask.sum(-1)
         shared = (member & cand_mask).sum(-1)
         accept = r & (3 * shared > 2 * size)                              # |H ∩ R| > 2/3 |H|
-        base = rows[:, None] * n
-        keys.append((base + f)[r])
-        grown = accept[..., None] & cand_mask
-        keys.append((base[:, :, None] + cand_sets)[grown])
+        keys.append(probe[accept[..., None] & cand_mask])
     flat = np.unique(np.concatenate(keys))
     return flat // n, flat % n
 
