@@ -103,17 +103,21 @@ def test_bad_reduction_is_refused():
         HardElasticLoss(reduction="max")
 
 
-@pytest.mark.parametrize("max_pairs", [None, 1])
-def test_dictionary_search_matches_the_dense_formula(max_pairs):
+@pytest.mark.parametrize("max_pairs,normalize,metric", [(None, False, "euclidean"), (1, False, "euclidean"),
+                                                         (None, True, "euclidean"), (None, False, "cosine")])
+def test_dictionary_search_matches_the_dense_formula(max_pairs, normalize, metric):
     """The loss searches dictionary negatives without autograd; value and gradient equal the dense definition."""
     torch.manual_seed(3)
     labels = torch.arange(4).repeat_interleave(4)
-    memory, memory_labels = torch.randn(200, 8), torch.randint(-1, 8, (200,))
+    memory, memory_labels = torch.randn(200, 8) * 3, torch.randint(-1, 8, (200,))
     a = torch.randn(16, 8, requires_grad=True)
     b = a.detach().clone().requires_grad_()
-    fast = HardElasticLoss(margin=0.1, max_pairs=max_pairs)(a, labels, memory, memory_labels)
+    loss = HardElasticLoss(margin=0.1, max_pairs=max_pairs, normalize=normalize, metric=metric)
+    fast = loss(a, labels, memory, memory_labels)
+    x, m = (torch.nn.functional.normalize(b, dim=1), torch.nn.functional.normalize(memory, dim=1)) if normalize \
+        else (b, memory)
     same = labels[:, None] == labels[None, :]
-    dist = torch.cat([pairwise_distance(b, b), pairwise_distance(b, memory)], dim=1)
+    dist = torch.cat([pairwise_distance(x, x, metric), pairwise_distance(x, m, metric)], dim=1)
     pos = torch.cat([same & ~torch.eye(16, dtype=torch.bool), torch.zeros(16, 200, dtype=torch.bool)], dim=1)
     neg = torch.cat([~same, (memory_labels[None] != labels[:, None]) & (memory_labels[None] >= 0)], dim=1)
     dense = hard_elastic_loss(dist, pos, neg, margin=0.1, max_pairs=max_pairs)

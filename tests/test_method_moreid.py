@@ -1,5 +1,5 @@
 """MoReID and its parts: non-local insertion, the EMA key encoder, the labelled FIFO queue, DDP gather + enqueue,
-and a tiny end-to-end run through the trainer (the queue survives a checkpoint)."""
+and a tiny end-to-end run through the trainer (key encoder and queue survive a checkpoint and resume)."""
 from __future__ import annotations
 
 import os
@@ -149,11 +149,19 @@ def test_tiny_training_run_keeps_queue_in_checkpoint(tiny_world, tmp_path):
         "model.name": "moreid", "model.non_local": "[0,1,1,0]", "model.dict_size": 16,
         "model.freeze_backbone_steps": 2, "train.checkpoint_every_epochs": 1, "schedule.epochs": 1})
     cfg = load_experiment(None, overrides)
-    trainer = Trainer(cfg, load_data(cfg))
+    dataset = load_data(cfg)
+    trainer = Trainer(cfg, dataset)
     try:
         results = trainer.fit()
     finally:
         trainer.close()
+    resumed = Trainer(cfg, dataset)  # a fresh process picking the run up: the dictionary comes back
+    resumed._resume()
+    assert torch.equal(resumed.method.queue.labels, trainer.method.queue.labels)
+    assert torch.allclose(resumed.method.queue.features, trainer.method.queue.features)
+    assert resumed.method.queue.ptr == trainer.method.queue.ptr
+    for a, b in zip(resumed.method.key_encoder.state_dict().values(), trainer.method.key_encoder.state_dict().values()):
+        assert torch.equal(a, b)
     assert 0.0 <= results["mAP"] <= 1.0
     assert trainer.method.queue.count == min(16, trainer.step * 8)
     hook_state = trainer.state()["hooks"]

@@ -112,17 +112,24 @@ class HardElasticLoss(nn.Module):
         autograd and the backward pass touches B x k keys instead of B x M: same loss and gradient, half the
         matmul work of differentiating through the full distance matrix."""
         memory = memory.detach().to(features.dtype)
-        if self.normalize:
-            memory = F.normalize(memory, dim=1)
         n_pos = int(pos.sum(1).max().item())
         k = min(memory.shape[0], n_pos if self.max_pairs is None else min(n_pos, self.max_pairs))
         if k == 0:
             return features.new_zeros(features.shape[0], 0), pos.new_zeros(features.shape[0], 0)
         with torch.no_grad():
+            # a score with each anchor's ranking of the distances, in one pass over the keys (no normalised or
+            # squared copy of the whole dictionary): |m|^2 - 2 x.m for Euclidean, -x.m / |m| for cosine
+            norms = torch.linalg.vector_norm(memory, dim=1)
+            dots = features.detach() @ memory.t()
+            if self.normalize or self.metric == "cosine":
+                score = -dots / norms.clamp(min=1e-12)
+            else:
+                score = norms.square()[None, :] - 2.0 * dots
             usable = (memory_labels[None, :] != labels[:, None]) & (memory_labels[None, :] >= 0)
-            far = pairwise_distance(features.detach(), memory, self.metric).masked_fill(~usable, float("inf"))
-            closest, index = far.topk(k, dim=1, largest=False)
+            closest, index = score.masked_fill(~usable, float("inf")).topk(k, dim=1, largest=False)
         keys = memory[index]  # (B, k, D)
+        if self.normalize:
+            keys = F.normalize(keys, dim=2)
         if self.metric == "cosine":
             dist = 1.0 - (F.normalize(features, dim=1)[:, None, :] * F.normalize(keys, dim=2)).sum(2)
         else:
