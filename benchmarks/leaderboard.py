@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> None:
 
     runs = Path(args.runs)
     data_root = runs / f"data-{args.preset}-{args.ids}ids-{args.cameras}cams-{args.size}px-seed{args.seed}"
-    if not (data_root / "vreid_labels.csv").is_file():
-        render_dataset(data_root, SynthConfig(ids=args.ids, cameras=args.cameras, seed=args.seed,
-                                              preset=args.preset, size=args.size, layout="veri776", workers=2))
+    with locked(Path(args.results), TRAIN_LOCK):  # two runs starting together must not render it twice
+        if not (data_root / "vreid_labels.csv").is_file():
+            render_dataset(data_root, SynthConfig(ids=args.ids, cameras=args.cameras, seed=args.seed,
+                                                  preset=args.preset, size=args.size, layout="veri776", workers=2))
     split = f"synthetic {args.preset}: {args.ids} ids, {args.cameras} cameras, {args.size}px, seed {args.seed}"
     for entry in [m.strip() for m in args.methods.split(",") if m.strip()]:
         config = config_for(entry)
