@@ -37,12 +37,12 @@ def render_demo_data(root: Path, s: DemoSettings) -> dict[str, Any]:
 
 def random_ranking_results(dataset, cfg, seed: int = 0) -> dict[str, Any]:
     """What a random ranking scores on the same split: random features through the same protocol."""
-    from vreid.engine.evaluate import evaluate_features
+    from vreid.engine.evaluate import evaluate_split
 
     g = torch.Generator().manual_seed(seed)
     qf = torch.randn(len(dataset.query), 64, generator=g)
     gf = torch.randn(len(dataset.gallery), 64, generator=g)
-    return evaluate_features(qf, gf, dataset, cfg, rerank="none")
+    return evaluate_split(qf, gf, dataset, cfg, rerank="none")
 
 
 def run_demo(s: DemoSettings, overrides: list[str] | None = None) -> dict[str, Any]:

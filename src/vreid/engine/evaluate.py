@@ -14,7 +14,7 @@ from vreid.fileio import atomic_path, write_json_atomic
 from vreid.methods import ReidMethod
 
 
-def evaluate_features(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDataset, cfg: ExperimentConfig,
+def evaluate_split(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDataset, cfg: ExperimentConfig,
                       rerank: str | None = None) -> dict[str, Any]:
     """Metrics as a flat dict of fractions (mAP, mINP, rank1, rank5, rank10) plus protocol details."""
     from vreid.eval import evaluate_protocol
@@ -32,7 +32,7 @@ def evaluate_method(method: ReidMethod, dataset: ReidDataset, cfg: ExperimentCon
                     rerank: str | None = None) -> dict[str, Any]:
     qf = extract_features(method, dataset.query, cfg.data, device, flip=cfg.eval.flip, amp=amp)
     gf = extract_features(method, dataset.gallery, cfg.data, device, flip=cfg.eval.flip, amp=amp)
-    results = evaluate_features(qf, gf, dataset, cfg, rerank)
+    results = evaluate_split(qf, gf, dataset, cfg, rerank)
     if output_dir is not None:
         output_dir = Path(output_dir)
         write_json_atomic(output_dir / "results.json", results)
