@@ -20,7 +20,7 @@ class DemoSettings:
     ids: int = 160
     cameras: int = 8
     preset: str = "hard"
-    size: int = 96
+    size: int = 64
     seed: int = 0
     workers: int = 2
 

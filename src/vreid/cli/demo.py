@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         ids: int = typer.Option(160, help="Vehicles in the synthetic world (train + test)"),
         cameras: int = typer.Option(8, help="Cameras in the synthetic world"),
         preset: str = typer.Option("hard", help="easy | medium | hard"),
-        size: int = typer.Option(96, help="Rendered image size in pixels"),
+        size: int = typer.Option(64, help="Rendered image size in pixels"),
         seed: int = typer.Option(0, help="Seed for the world and the training run"),
         overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE overrides for the training config"),
     ) -> None:
