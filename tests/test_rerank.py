@@ -107,3 +107,14 @@ def test_kreciprocal_evaluation_equals_matrix():
     a = evaluate(qf, gf, q_ids, g_ids, q_cams, g_cams, rerank="kreciprocal", chunk_size=9)
     b = evaluate_distmat(k_reciprocal(qf, gf), q_ids, g_ids, q_cams, g_cams)
     assert a.mAP == pytest.approx(b.mAP, abs=1e-6) and np.allclose(a.cmc, b.cmc)
+
+
+@pytest.mark.parametrize("chunk_size,block_width", [(37, 64), (50, 50), (2048, 8192)])
+def test_knn_torch_symmetric_blocks_equal_brute_force(chunk_size, block_width):
+    x = torch.from_numpy(clustered(0, 301, dim=16, seed=9)[1])
+    dist, idx, row_max = knn(x, 12, "torch", chunk_size=chunk_size, block_width=block_width)
+    d64 = torch.cdist(x.double(), x.double()).pow(2).numpy()
+    np.testing.assert_array_equal(idx, np.argsort(d64, axis=1, kind="stable")[:, :12])
+    np.testing.assert_allclose(dist, np.take_along_axis(d64, idx, 1), atol=1e-4)
+    np.testing.assert_allclose(row_max, d64.max(1), rtol=1e-5)
+    assert (np.diff(dist, axis=1) >= 0).all()

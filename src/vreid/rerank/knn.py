@@ -1,14 +1,19 @@
 """k nearest neighbours of every row of a feature matrix among all rows (exact torch blocks, or faiss)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
-from vreid.eval.distance import auto_chunk_size, iter_blocks
+from vreid.eval.distance import iter_blocks
 from vreid.registry import Registry
 
 #: name -> function(x, k, with_row_max, **options) -> (squared distances N x k, indices N x k, row max or None)
 KNN_BACKENDS: Registry = Registry("knn backend")
+
+#: on_block(row_start, row_stop, col_start, col_stop, squared distances) for each block the torch pass computes
+BlockHook = Callable[[int, int, int, int, torch.Tensor], None]
 
 
 def _sort_rows(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -18,26 +23,104 @@ def _sort_rows(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
 
 
+class _RunningKnn:
+    """Each row's best k (distance, index) pairs so far, sorted; candidate lists (row, col, dist) merge in."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self.k = k
+        self.dist = np.full((n, k), np.inf, np.float32)
+        self.idx = np.full((n, k), n, np.int64)
+
+    @property
+    def kth(self) -> np.ndarray:
+        """Each row's k-th distance so far: only entries at or below it can enter."""
+        return self.dist[:, -1]
+
+    def merge(self, row0: int, rows: np.ndarray, cols: np.ndarray, dist: np.ndarray) -> None:
+        """Merge candidates of rows row0 + `rows` (local, < 65,536) into their lists."""
+        if len(rows) == 0:
+            return
+        k = self.k
+        present = np.bincount(rows)
+        touched = np.flatnonzero(present)
+        local = (np.cumsum(present > 0) - 1)[rows]
+        u = len(touched)
+        touched += row0
+        # one int64 key orders a row's entries by (distance, index): non-negative float bits above, index below
+        bits = np.concatenate([np.maximum(dist, 0) + np.float32(0), self.dist[touched].ravel()]).view(np.int32)
+        keys = (bits.astype(np.int64) << 32) | np.concatenate([cols, self.idx[touched].ravel()])
+        groups = np.concatenate([local, np.repeat(np.arange(u), k)]).astype(np.uint16)
+        order = np.argsort(keys)
+        order = order[np.argsort(groups[order], kind="stable")]    # radix sort on 16-bit groups
+        first = np.searchsorted(groups[order], np.arange(u))        # every row holds >= k entries
+        best = keys[order[(first[:, None] + np.arange(k)).ravel()]].reshape(u, k)
+        self.dist[touched] = (best >> 32).astype(np.int32).view(np.float32)
+        self.idx[touched] = best & 0xFFFFFFFF
+
+
 @KNN_BACKENDS.register("torch")
-def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: int | None = None
+def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: int | None = None,
+              on_block: BlockHook | None = None, block_width: int = 8192
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Exact kNN (self included) by blocks of squared Euclidean distances and torch.topk; also each row's max."""
+    """Exact kNN (self included) from blocks of squared Euclidean distances; also each row's maximum.
+
+    The distance matrix is symmetric, so only blocks on or above the diagonal are computed (N^2 d / 2
+    multiply-adds); each serves its rows and, through its columns, the rows below. The first strip of rows
+    seeds every row's list with torch.topk; after that only entries at or below a row's current k-th
+    distance are candidates (a compare and a flatnonzero, no sort), and there are few. Rows come out
+    ordered by (distance, index), as a stable sort of the full row would order them. `on_block(r0, r1, c0,
+    c1, d)` sees every computed block (r0 <= c0), e.g. to keep the query x gallery part. Blocks are
+    `chunk_size` (default 2048) rows by `block_width` columns.
+    """
     n = x.shape[0]
     k = min(k, n)
-    sq = x.pow(2).sum(1)
-    chunk_size = chunk_size or auto_chunk_size(n, bytes_per_element=8, budget=1 << 28)
-    dist_out, idx_out = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
-    row_max = np.empty(n, np.float32) if with_row_max else None
-    buf = torch.empty(min(chunk_size, n), n)
-    for start, stop in iter_blocks(n, chunk_size):
-        d = torch.addmm(sq.unsqueeze(0), x[start:stop], x.T, alpha=-2.0, out=buf[: stop - start])
-        d.add_(sq[start:stop, None]).clamp_(min=0.0)
-        vals, idx = torch.topk(d, k, dim=1, largest=False, sorted=True)
-        dist_out[start:stop], idx_out[start:stop] = vals.numpy(), idx.numpy()
-        if row_max is not None:
-            row_max[start:stop] = d.amax(1).numpy()
-    dist_out, idx_out = _sort_rows(dist_out, idx_out)
-    return dist_out, idx_out, row_max
+    sq = x.pow(2).sum(1, keepdim=True)
+    ones = torch.ones_like(sq)
+    left = torch.cat([x, sq, ones], 1)             # left[i] . right[j] = |x_i|^2 + |x_j|^2 - 2 x_i . x_j
+    right = torch.cat([x * -2.0, ones, sq], 1)
+    b = max(k, min(n, chunk_size or 2048, 1 << 16))
+    w = max(b, block_width)
+    best = _RunningKnn(n, k)
+    row_max = np.zeros(n, np.float32)
+    buf, below = torch.empty(b * w), np.empty(b * w, bool)
+
+    def offer_topk(d: torch.Tensor, row0: int, col0: int) -> None:
+        vals, idx = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False)
+        best.merge(row0, np.repeat(np.arange(len(d)), vals.shape[1]), idx.numpy().ravel() + col0,
+                   vals.numpy().ravel())
+
+    def offer_below(dn: np.ndarray, kth: np.ndarray, row0: int, col0: int, transposed: bool) -> None:
+        mask = np.less_equal(dn, kth, out=below[: dn.size].reshape(dn.shape))
+        r, c = np.divmod(np.flatnonzero(mask), dn.shape[1])   # several times faster than a 2-D nonzero
+        if transposed:
+            best.merge(row0, c, r + col0, dn[r, c])
+        else:
+            best.merge(row0, r, c + col0, dn[r, c])
+
+    for i0, i1 in iter_blocks(n, b):
+        for j0 in range(i0, n, w):
+            j1 = min(n, j0 + w)
+            d = torch.mm(left[i0:i1], right[j0:j1].T, out=buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0))
+            if on_block is not None:
+                on_block(i0, i1, j0, j1, d)
+            dn = d.numpy()
+            if with_row_max:
+                np.maximum(row_max[i0:i1], dn.max(1), out=row_max[i0:i1])
+            if i0 == 0:
+                offer_topk(d, i0, j0)
+            else:
+                offer_below(dn, best.kth[i0:i1, None], i0, j0, transposed=False)
+            c0 = max(i1, j0)                       # columns below the diagonal block, as rows
+            if c0 >= j1:
+                continue
+            dc = d[:, c0 - j0:]
+            if with_row_max:
+                np.maximum(row_max[c0:j1], dc.numpy().max(0), out=row_max[c0:j1])
+            if i0 == 0:
+                offer_topk(dc.T, c0, i0)
+            else:
+                offer_below(dc.numpy(), best.kth[None, c0:j1], c0, i0, transposed=True)
+    return best.dist, best.idx, row_max if with_row_max else None
 
 
 def row_max_faiss(x: np.ndarray) -> np.ndarray:
