@@ -74,15 +74,15 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
     """
     n = x.shape[0]
     k = min(k, n)
-    sq = x.pow(2).sum(1, keepdim=True)
-    ones = torch.ones_like(sq)
-    left = torch.cat([x, sq, ones], 1)             # left[i] . right[j] = |x_i|^2 + |x_j|^2 - 2 x_i . x_j
-    right = torch.cat([x * -2.0, ones, sq], 1)
+    sq, dim = x.pow(2).sum(1), x.shape[1]
     b = max(k, min(n, chunk_size or 2048, 1 << 16))
     w = max(b, block_width)
     best = _RunningKnn(n, k)
     row_max = np.zeros(n, np.float32)
     buf, below = torch.empty(b * w), np.empty(b * w, bool)
+    # left[i] . right[j] = |x_i|^2 + |x_j|^2 - 2 x_i . x_j with left = [x, |x|^2, 1], right = [-2x, 1, |x|^2],
+    # built a block at a time
+    left, right = torch.ones(b, dim + 2), torch.ones(w, dim + 2)
 
     def offer_topk(d: torch.Tensor, row0: int, col0: int) -> None:
         vals, idx = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False)
@@ -98,9 +98,14 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
             best.merge(row0, r, c + col0, dn[r, c])
 
     for i0, i1 in iter_blocks(n, b):
+        lb = left[: i1 - i0]
+        lb[:, :dim], lb[:, dim] = x[i0:i1], sq[i0:i1]
         for j0 in range(i0, n, w):
             j1 = min(n, j0 + w)
-            d = torch.mm(left[i0:i1], right[j0:j1].T, out=buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0))
+            rb = right[: j1 - j0]
+            torch.mul(x[j0:j1], -2.0, out=rb[:, :dim])
+            rb[:, dim + 1] = sq[j0:j1]
+            d = torch.mm(lb, rb.T, out=buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0))
             if on_block is not None:
                 on_block(i0, i1, j0, j1, d)
             dn = d.numpy()

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from vreid.eval.distance import auto_chunk_size, iter_blocks, prepare_features
-from vreid.rerank.knn import knn
+from vreid.rerank.knn import BlockHook, knn
 
 
 def _reciprocal(neighbours: np.ndarray, width: int, block: int = 8192) -> np.ndarray:
@@ -29,37 +29,47 @@ def _reciprocal(neighbours: np.ndarray, width: int, block: int = 8192) -> np.nda
     return mask
 
 
-def _pair_sqdist(x: torch.Tensor, sq: torch.Tensor, rows: np.ndarray, cols: np.ndarray,
-                 block: int = 1 << 13) -> np.ndarray:
+def _pair_sqdist(x: torch.Tensor, sq: torch.Tensor, rows: np.ndarray, cols: np.ndarray, nn_dist: np.ndarray,
+                 nn_idx: np.ndarray, block: int = 1 << 12) -> np.ndarray:
+    """Squared distances of (row, col) pairs: looked up in either item's kNN list, the rest computed."""
+    n = len(nn_idx)
+    nn_keys = (np.arange(n)[:, None] * n + nn_idx).ravel()
+    order = np.argsort(nn_keys)
+    nn_keys, nn_vals = nn_keys[order], nn_dist.ravel()[order]
     out = np.empty(len(rows), np.float32)
-    for s in range(0, len(rows), block):
-        r, c = torch.from_numpy(rows[s:s + block]), torch.from_numpy(cols[s:s + block])
+    missing = np.ones(len(rows), bool)
+    for keys in (rows * n + cols, cols * n + rows):              # (i, j) in i's list, or (j, i) in j's
+        at = np.minimum(np.searchsorted(nn_keys, keys), len(nn_keys) - 1)
+        hit = missing & (nn_keys[at] == keys)
+        out[hit] = nn_vals[at[hit]]
+        missing &= ~hit
+    rest = np.flatnonzero(missing)
+    for s in range(0, len(rest), block):                         # small blocks: no large temporaries
+        r, c = torch.from_numpy(rows[rest[s:s + block]]), torch.from_numpy(cols[rest[s:s + block]])
         dot = (x[r] * x[c]).sum(1)
-        out[s:s + block] = (sq[r] + sq[c] - 2 * dot).clamp_(min=0).numpy()
+        out[rest[s:s + block]] = (sq[r] + sq[c] - 2 * dot).clamp_(min=0).numpy()
     return out
 
 
-def expansion_sets(neighbours: np.ndarray, k1: int, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def expansion_sets(neighbours: np.ndarray, k1: int, block: int = 1 << 15) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) pairs of each item's k-reciprocal set R(i, k1) grown by the R(c, k1/2) of its members c
     that share more than 2/3 of their items with R(i, k1); unique and sorted by (row, column)."""
     n = len(neighbours)
     half = int(np.around(k1 / 2.0)) + 1
     fwd, hfwd = neighbours[:, :k1 + 1], neighbours[:, :half]
     recip, hrecip = _reciprocal(neighbours, k1 + 1), _reciprocal(neighbours, half)
-    recip_keys = (np.arange(n)[:, None] * n + fwd)[recip]       # sorted: rows ascending, then by column
-    recip_keys.sort()
-    keys = [recip_keys]
-    for s in range(0, n, block):
-        f, r = fwd[s:s + block], recip[s:s + block]
-        cand_sets, cand_mask = hfwd[f], hrecip[f]                       # b x (k1+1) x half
-        probe = np.arange(s, s + len(f))[:, None, None] * n + cand_sets  # is cand_sets[b, m, t] in R(b)?
-        at = np.minimum(np.searchsorted(recip_keys, probe), len(recip_keys) - 1)
-        member = recip_keys[at] == probe
-        size = cand_mask.sum(-1)
-        shared = (member & cand_mask).sum(-1)
-        accept = r & (3 * shared > 2 * size)                              # |H ∩ R| > 2/3 |H|
-        keys.append(probe[accept[..., None] & cand_mask])
-    flat = np.unique(np.concatenate(keys))
+    rows, pos = np.nonzero(recip)                 # the pairs (i, c), c in R(i, k1)
+    cols = fwd[rows, pos]
+    keys = [rows * n + cols]
+    members = np.where(recip, fwd, -1)            # R(i, k1), padded with -1
+    for s in range(0, len(rows), block):
+        i, c = rows[s:s + block], cols[s:s + block]
+        cand, cand_mask = hfwd[c], hrecip[c]      # R(c, k1/2) = cand[cand_mask]
+        inside = (cand[:, :, None] == members[i][:, None, :]).any(-1) & cand_mask
+        accept = 3 * inside.sum(1) > 2 * cand_mask.sum(1)             # |R(c) ∩ R(i)| > 2/3 |R(c)|
+        keys.append((i[:, None] * n + cand)[accept[:, None] & cand_mask])
+    flat = np.sort(np.concatenate(keys))
+    flat = flat[np.concatenate([[True], flat[1:] != flat[:-1]])]   # unique; faster here than np.unique's hash
     return flat // n, flat % n
 
 
@@ -76,15 +86,32 @@ class KReciprocalState:
     lambda_value: float
 
 
+def _keep_query_gallery(out: np.ndarray, num_query: int) -> BlockHook:
+    """A kNN block hook that copies the query x gallery part of each block into `out` (Q x G)."""
+    def hook(r0: int, r1: int, c0: int, c1: int, d: torch.Tensor) -> None:
+        r1, c0 = min(r1, num_query), max(c0, num_query)
+        if r0 < r1 and c0 < c1:
+            out[r0:r1, c0 - num_query:c1 - num_query] = d.numpy()[: r1 - r0, c0 - (c1 - d.shape[1]):]
+    return hook
+
+
 def encode(x: torch.Tensor, num_query: int, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-           knn_backend: str = "torch", knn_options: dict[str, Any] | None = None) -> KReciprocalState:
-    """Sparse V (after local query expansion) for all N = Q + G rows of `x` (queries first)."""
+           knn_backend: str = "torch", knn_options: dict[str, Any] | None = None,
+           query_gallery: np.ndarray | None = None) -> KReciprocalState:
+    """Sparse V (after local query expansion) for all N = Q + G rows of `x` (queries first).
+
+    `query_gallery` (Q x G float32, torch backend only) receives the squared query-gallery distances of
+    the kNN pass, so that they need not be computed again.
+    """
     n = x.shape[0]
     k = max(k1 + 1, k2)
-    _, neighbours, row_max = knn(x, k, knn_backend, with_row_max=True, **(knn_options or {}))
+    options = dict(knn_options or {})
+    if query_gallery is not None:
+        options["on_block"] = _keep_query_gallery(query_gallery, num_query)
+    nn_dist, neighbours, row_max = knn(x, k, knn_backend, with_row_max=True, **options)
     sq = x.pow(2).sum(1)
     rows, cols = expansion_sets(neighbours, k1)
-    d = _pair_sqdist(x, sq, rows, cols) / row_max[rows]
+    d = _pair_sqdist(x, sq, rows, cols, nn_dist, neighbours) / row_max[rows]
     weight = np.exp(-d)
     totals = np.bincount(rows, weights=weight, minlength=n).astype(np.float32)
     v = sp.csr_matrix(((weight / totals[rows]).astype(np.float32), (rows, cols)), shape=(n, n))
@@ -107,7 +134,7 @@ def shared_mass(state: KReciprocalState, start: int, stop: int, out: torch.Tenso
     flat_out = out.view(-1)
     colptr = vg.indptr
     counts = colptr[vq.col + 1] - colptr[vq.col]
-    step = max(1, int(4e6 // max(1, counts.mean() if len(counts) else 1)))  # ~4M triplets at a time
+    step = max(1, int(1e6 // max(1, counts.mean() if len(counts) else 1)))  # ~1M triplets at a time
     for s in range(0, len(counts), step):
         c = counts[s:s + step]
         rep = np.repeat(np.arange(s, s + len(c)), c)
@@ -120,25 +147,37 @@ def shared_mass(state: KReciprocalState, start: int, stop: int, out: torch.Tenso
 
 
 class KReciprocalDistances:
-    """Re-ranked Q x G distances produced one block of queries at a time (a DistanceSource)."""
+    """Re-ranked Q x G distances produced one block of queries at a time (a DistanceSource).
+
+    `query_gallery`: a Q x G float32 array the kNN pass fills with squared distances (torch backend), read
+    back by `block` instead of computing them again; `block(out=...)` may write over it, row for row.
+    """
 
     def __init__(self, qf: Any, gf: Any, metric: str = "euclidean", k1: int = 20, k2: int = 6,
                  lambda_value: float = 0.3, knn_backend: str = "torch",
-                 knn_options: dict[str, Any] | None = None) -> None:
+                 knn_options: dict[str, Any] | None = None, query_gallery: np.ndarray | None = None) -> None:
         q, g = prepare_features(qf, gf, metric)
         self.num_query, self.num_gallery = q.shape[0], g.shape[0]
-        self.state = encode(torch.cat([q, g]), q.shape[0], k1, k2, lambda_value, knn_backend, knn_options)
+        self.query_gallery = query_gallery if knn_backend == "torch" else None
+        self.state = encode(torch.cat([q, g]), q.shape[0], k1, k2, lambda_value, knn_backend, knn_options,
+                            self.query_gallery)
+        self._scratch = torch.empty(0)
 
     def block(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         st, Q = self.state, self.num_query
         B = stop - start
-        out = out if out is not None else torch.empty(B, self.num_gallery)
-        overlap = shared_mass(st, start, stop, out)
+        if self._scratch.numel() < B * self.num_gallery:
+            self._scratch = torch.empty(B * self.num_gallery)
+        overlap = shared_mass(st, start, stop, self._scratch[: B * self.num_gallery].view(B, self.num_gallery))
         jaccard = overlap.div_(overlap.neg().add_(2.0)).neg_().add_(1.0)   # 1 - m / (2 - m)
-        x = st.x
-        orig = torch.addmm(st.sq[Q:].unsqueeze(0), x[start:stop], x[Q:].T, alpha=-2.0)
-        orig.add_(st.sq[start:stop, None]).clamp_(min=0).div_(st.row_max[start:stop, None])
-        return jaccard.mul_(1 - st.lambda_value).add_(orig, alpha=st.lambda_value)
+        scale = st.lambda_value / st.row_max[start:stop, None]
+        if self.query_gallery is not None:     # elementwise, so `out` may be these very rows
+            out = torch.mul(torch.from_numpy(self.query_gallery[start:stop]), scale, out=out)
+        else:
+            x = st.x
+            out = torch.addmm(st.sq[Q:].unsqueeze(0), x[start:stop], x[Q:].T, alpha=-2.0, out=out)
+            out.add_(st.sq[start:stop, None]).mul_(scale)
+        return out.clamp_(min=0).add_(jaccard, alpha=1 - st.lambda_value)
 
 
 def k_reciprocal(qf: Any, gf: Any, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
@@ -150,8 +189,10 @@ def k_reciprocal(qf: Any, gf: Any, k1: int = 20, k2: int = 6, lambda_value: floa
     between the features (between L2-normalised features for metric="cosine"). For galleries whose Q x G
     matrix does not fit, evaluate through `KReciprocalDistances` (vreid.eval.evaluate(rerank="kreciprocal")).
     """
-    source = KReciprocalDistances(qf, gf, metric, k1, k2, lambda_value, knn_backend, knn_options)
-    out = np.empty((source.num_query, source.num_gallery), np.float32)
-    for start, stop in iter_blocks(source.num_query, chunk_size or auto_chunk_size(source.num_gallery, 8)):
+    num_query, num_gallery = len(qf), len(gf)
+    out = np.empty((num_query, num_gallery), np.float32)      # the kNN pass writes the distances here first
+    source = KReciprocalDistances(qf, gf, metric, k1, k2, lambda_value, knn_backend, knn_options, out)
+    chunk = chunk_size or auto_chunk_size(num_gallery, 4, budget=1 << 25)
+    for start, stop in iter_blocks(num_query, chunk):
         source.block(start, stop, out=torch.from_numpy(out[start:stop]))
     return out
