@@ -1,0 +1,135 @@
+"""Time and peak memory of one clustering step (kNN + re-ranking + DBSCAN) versus N, sparse O(kN) vs dense.
+
+sparse: faiss kNN (exact flat, or IVF for large N), `vreid.rerank.sparse_rerank_graph` (O(kN) mutual-kNN
+weighted Jaccard), `vreid.unsup.sparse_dbscan`. dense: what cluster-contrast-style code does: an N x N
+weight matrix V and an N x N Jaccard distance matrix, then scikit-learn DBSCAN(metric="precomputed") on it;
+it is skipped (with its memory need printed) where two N x N float32 arrays exceed --max-dense-gb.
+Each (method, N) runs in its own process so that ru_maxrss is that run's peak.
+
+    python benchmarks/cluster_scale.py --sizes 10000,100000,277797 --dense-sizes 10000,20000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def features(n: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """Identities of ~10 images (Gaussian centres of spread 1 plus noise 0.35 per coordinate), L2-normalised."""
+    g = torch.Generator().manual_seed(seed)
+    ids = max(1, n // 10)
+    centres = torch.randn(ids, dim, generator=g)
+    x = centres[torch.arange(n) % ids] + 0.35 * torch.randn(n, dim, generator=g)
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def knn_options(n: int) -> dict:
+    if n <= 50_000:
+        return {"index": "flat"}
+    return {"index": "ivf", "nlist": int(4 * np.sqrt(n)), "nprobe": 16}
+
+
+def run_sparse(x: torch.Tensor, k: int, eps: float) -> dict:
+    from vreid.rerank import knn, sparse_rerank_graph
+    from vreid.unsup import drop_small_clusters, sparse_dbscan
+
+    n = x.shape[0]
+    t0 = time.perf_counter()
+    knn(x, k, "faiss", with_row_max=False, **knn_options(n))         # timed alone, for the breakdown
+    t_knn = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    r, idx = sparse_rerank_graph(x, k=k, knn_backend="faiss", knn_options=knn_options(n))
+    t_graph = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    labels = drop_small_clusters(sparse_dbscan(r, idx, eps, 4), 4)
+    t_db = time.perf_counter() - t2
+    return {"knn_s": t_knn, "rerank_s": t_graph - t_knn, "dbscan_s": t_db, "total_s": t_graph + t_db,
+            "clusters": int(labels.max() + 1), "outliers": int((labels < 0).sum())}
+
+
+def dense_jaccard(x: torch.Tensor, k: int) -> np.ndarray:
+    """The same weighted Jaccard over kNN weight vectors, for every pair, as an N x N matrix (cluster-contrast
+    style: a dense V, then shared mass accumulated column by column of each row's list)."""
+    from vreid.rerank import knn
+
+    n = x.shape[0]
+    sqd, idx, _ = knn(x, k, "faiss", with_row_max=False, index="flat")
+    w = np.exp(-np.sqrt(np.maximum(sqd, 0))).astype(np.float32)
+    v = np.zeros((n, n), np.float32)
+    np.put_along_axis(v, idx, w, 1)
+    total = w.sum(1)
+    jac = np.empty((n, n), np.float32)
+    for s in range(0, n, 1024):
+        rows = slice(s, min(n, s + 1024))
+        shared = np.zeros((rows.stop - s, n), np.float32)
+        for m in range(k):
+            shared += np.minimum(w[rows, m][:, None], v[:, idx[rows, m]].T)
+        jac[rows] = 1 - shared / (total[rows, None] + total[None, :] - shared)
+    np.clip(jac, 0.0, 1.0, out=jac)             # float rounding leaves -1e-7 where lists coincide
+    np.fill_diagonal(jac, 0.0)
+    return jac
+
+
+def run_dense(x: torch.Tensor, k: int, eps: float) -> dict:
+    from sklearn.cluster import DBSCAN
+
+    t0 = time.perf_counter()
+    jac = dense_jaccard(x, k)
+    t1 = time.perf_counter()
+    labels = DBSCAN(eps=eps, min_samples=4, metric="precomputed", n_jobs=1).fit(jac).labels_
+    t2 = time.perf_counter()
+    return {"rerank_s": t1 - t0, "dbscan_s": t2 - t1, "total_s": t2 - t0, "clusters": int(labels.max() + 1),
+            "outliers": int((labels < 0).sum())}
+
+
+def one(method: str, n: int, k: int, eps: float, dim: int) -> dict:
+    torch.set_num_threads(2)
+    x = features(n, dim)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out = (run_sparse if method == "sparse" else run_dense)(x, k, eps)
+    out.update(method=method, n=n, k=k, peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+               inputs_gb=base)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="10000,100000,277797")
+    p.add_argument("--dense-sizes", default="10000,20000")
+    p.add_argument("--k", type=int, default=30)
+    p.add_argument("--eps", type=float, default=0.6)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--max-dense-gb", type=float, default=20.0)
+    p.add_argument("--one", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one[0], int(args.one[1]), args.k, args.eps, args.dim)))
+        return
+    jobs = [("sparse", int(n)) for n in args.sizes.split(",") if n] + \
+           [("dense", int(n)) for n in args.dense_sizes.split(",") if n]
+    print("| method | N | kNN (s) | re-ranking (s) | DBSCAN (s) | total (s) | peak RSS (GB) | clusters | outliers |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for method, n in jobs:
+        need = 2 * n * n * 4 / 2**30
+        if method == "dense" and need > args.max_dense_gb:
+            print(f"| dense | {n:,} | | | | not run: 2 N^2 float32 = {need:,.0f} GB | | | |", flush=True)
+            continue
+        proc = subprocess.run([sys.executable, __file__, "--one", method, str(n), "--k", str(args.k),
+                               "--eps", str(args.eps), "--dim", str(args.dim)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"| {method} | {n:,} | failed: {proc.stderr.strip().splitlines()[-1][:80]} |", flush=True)
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"| {method} | {n:,} | {r.get('knn_s', float('nan')):.1f} | {r['rerank_s']:.1f} | {r['dbscan_s']:.1f} "
+              f"| {r['total_s']:.1f} | {r['peak_gb']:.2f} | {r['clusters']:,} | {r['outliers']:,} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
