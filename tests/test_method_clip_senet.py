@@ -116,10 +116,9 @@ def test_open_clip_and_openai_state_dicts_give_identical_outputs(tmp_path):
 def test_renormalisation_maps_reid_statistics_to_clip_statistics():
     sem = ClipSemanticEncoder("vreid-tiny-vit", input_mean=(0.5, 0.5, 0.5), input_std=(0.25, 0.25, 0.25))
     pixels = torch.rand(1, 3, 4, 4)
-    reid = (pixels - 0.5) / 0.25
-    clip = (pixels - torch.tensor(sem_mean := (0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)) / torch.tensor(
-        (0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
-    assert len(sem_mean) == 3 and torch.allclose(sem.to_clip_input(reid), clip, atol=1e-6)
+    clip_mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
+    clip_std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
+    assert torch.allclose(sem.to_clip_input((pixels - 0.5) / 0.25), (pixels - clip_mean) / clip_std, atol=1e-6)
 
 
 def test_position_interpolation_keeps_cls_and_stays_finite():
