@@ -200,5 +200,5 @@ def test_ensemble_distances_average_the_backbones():
     assert torch.allclose(ens.block(0, 5), expected, atol=1e-5)
     assert torch.allclose(ens.block(2, 4), expected[2:4], atol=1e-5)
     joined = torch.cat([q[0], q[1]], 1) / math.sqrt(2)
-    parts = split_embedding(joined, 2)
+    parts = split_embedding(joined, [6, 6])
     assert torch.allclose(parts[0] * math.sqrt(2), q[0])

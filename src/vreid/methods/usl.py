@@ -89,9 +89,8 @@ class UnsupervisedReid(ReidMethod):
         self.memories = [ClusterMemory(cfg.memory_momentum) for _ in cfg.backbones]
         #: per backbone, the pseudo-label it learns from for every training record (-1 = not trained on)
         self.assigned: list[torch.Tensor] = [torch.zeros(0, dtype=torch.long) for _ in cfg.backbones]
-        widths = {e.neck.bn.num_features for e in self.encoders}
-        if len(widths) > 1:   # equal widths keep the embedding splittable per backbone
-            raise ValueError(f"usl backbones must share the feature width, got {sorted(widths)}")
+        #: embedding width of each backbone, in concatenation order (see vreid.unsup.split_embedding)
+        self.widths = [e.neck.bn.num_features for e in self.encoders]
 
     def set_pseudo_labels(self, b: int, labels: np.ndarray, features: torch.Tensor, subset: np.ndarray) -> None:
         """Backbone b learns `labels` (one per training record); its centroids come from its own `features`

@@ -8,11 +8,11 @@ import torch
 from vreid.eval.distance import prepare_features
 
 
-def split_embedding(features: torch.Tensor, parts: int) -> list[torch.Tensor]:
-    """The per-backbone blocks of a `usl` embedding (equal widths, concatenated in backbone order)."""
-    if features.shape[1] % parts:
-        raise ValueError(f"embedding width {features.shape[1]} is not a multiple of {parts} backbones")
-    return list(features.split(features.shape[1] // parts, dim=1))
+def split_embedding(features: torch.Tensor, widths: Sequence[int]) -> list[torch.Tensor]:
+    """The per-backbone blocks of a `usl` embedding (`method.widths`, concatenated in backbone order)."""
+    if features.shape[1] != sum(widths):
+        raise ValueError(f"embedding width {features.shape[1]} != sum of backbone widths {list(widths)}")
+    return list(features.split(list(widths), dim=1))
 
 
 class EnsembleDistances:
