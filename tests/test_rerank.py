@@ -118,3 +118,13 @@ def test_knn_torch_symmetric_blocks_equal_brute_force(chunk_size, block_width):
     np.testing.assert_allclose(dist, np.take_along_axis(d64, idx, 1), atol=1e-4)
     np.testing.assert_allclose(row_max, d64.max(1), rtol=1e-5)
     assert (np.diff(dist, axis=1) >= 0).all()
+
+
+def test_k_reciprocal_small_knn_blocks_keep_query_gallery_distances():
+    # blocks that straddle the query/gallery boundary: the kNN pass hands its query x gallery part to the output
+    qf, gf, *_ = clustered(70, 230, seed=10)
+    ref = dense_re_ranking(euclidean(qf, gf), euclidean(qf, qf), euclidean(gf, gf))
+    out = k_reciprocal(qf, gf, chunk_size=16, knn_options={"chunk_size": 45, "block_width": 100})
+    np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
+    src = RERANKERS.get("kreciprocal")(qf, gf, knn_options={"chunk_size": 45, "block_width": 100})
+    np.testing.assert_allclose(src.block(5, 30).numpy(), ref[5:30], atol=1e-5, rtol=0)
