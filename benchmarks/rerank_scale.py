@@ -133,7 +133,8 @@ def main() -> None:
         if dense and sparse:
             print(f"\nN = {int(n):,}: sparse is {dense['seconds'] / sparse['seconds']:.1f}x faster than the dense "
                   f"routine with its distance matrices, {(dense['seconds'] - dense['distance_seconds']) / sparse['seconds']:.1f}x "
-                  f"than the routine alone (medians)")
+                  f"than the routine alone (medians); per round (same load): "
+                  f"{', '.join(f'{d / s:.1f}x' for d, s in zip(dense['all_seconds'], sparse['all_seconds']))}")
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

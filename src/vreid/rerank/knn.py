@@ -80,9 +80,10 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
     best = _RunningKnn(n, k)
     row_max = np.zeros(n, np.float32)
     buf, below = torch.empty(b * w), np.empty(b * w, bool)
-    # left[i] . right[j] = |x_i|^2 + |x_j|^2 - 2 x_i . x_j with left = [x, |x|^2, 1], right = [-2x, 1, |x|^2],
-    # built a block at a time
-    left, right = torch.ones(b, dim + 2), torch.ones(w, dim + 2)
+    # left[i] . right[j] = |x_i|^2 + |x_j|^2 - 2 x_i . x_j with left = [x, |x|^2, 1] (built a block at a time)
+    # and right = [-2x, 1, |x|^2] (built once: N x (d + 2), about the size of x)
+    left = torch.ones(b, dim + 2)
+    right = torch.cat([x * -2.0, torch.ones(n, 1), sq[:, None]], 1)
 
     def offer_topk(d: torch.Tensor, row0: int, col0: int) -> None:
         vals, idx = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False)
@@ -102,10 +103,7 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
         lb[:, :dim], lb[:, dim] = x[i0:i1], sq[i0:i1]
         for j0 in range(i0, n, w):
             j1 = min(n, j0 + w)
-            rb = right[: j1 - j0]
-            torch.mul(x[j0:j1], -2.0, out=rb[:, :dim])
-            rb[:, dim + 1] = sq[j0:j1]
-            d = torch.mm(lb, rb.T, out=buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0))
+            d = torch.mm(lb, right[j0:j1].T, out=buf[: (i1 - i0) * (j1 - j0)].view(i1 - i0, j1 - j0))
             if on_block is not None:
                 on_block(i0, i1, j0, j1, d)
             dn = d.numpy()
@@ -122,7 +120,7 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
             if with_row_max:
                 np.maximum(row_max[c0:j1], dc.numpy().max(0), out=row_max[c0:j1])
             if i0 == 0:
-                offer_topk(dc.T, c0, i0)
+                offer_topk(dc.T.contiguous(), c0, i0)   # a copy, then a row topk: faster than topk on the view
             else:
                 offer_below(dc.numpy(), best.kth[None, c0:j1], c0, i0, transposed=True)
     return best.dist, best.idx, row_max if with_row_max else None
