@@ -68,7 +68,8 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
     multiply-adds); each serves its rows and, through its columns, the rows below. The first strip of rows
     seeds every row's list with torch.topk; after that only entries at or below a row's current k-th
     distance are candidates (a compare and a flatnonzero, no sort), and there are few. Rows come out
-    ordered by (distance, index), as a stable sort of the full row would order them. `on_block(r0, r1, c0,
+    ordered by (distance, index), as a stable sort of the full row would order them (an exact tie at the
+    k-th place inside the first strip's topk may keep the higher index). `on_block(r0, r1, c0,
     c1, d)` sees every computed block (r0 <= c0), e.g. to keep the query x gallery part. Blocks are
     `chunk_size` (default 2048) rows by `block_width` columns.
     """
