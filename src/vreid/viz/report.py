@@ -88,7 +88,7 @@ def write_report(path: str | Path, title: str, results: Mapping[str, Mapping[str
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 td:first-child {{ text-align: left; }}
-.row {{ display: flex; gap: 6px; margin: 8px 0; align-items: flex-start; }}
+.row {{ display: flex; flex-wrap: wrap; gap: 6px; margin: 8px 0; align-items: flex-start; }}
 figure {{ margin: 0; padding: 3px; border: 4px solid transparent; font-size: 10px; text-align: center; }}
 figure img {{ height: 96px; display: block; }}
 figure.query {{ border-color: #333; margin-right: 14px; }}
