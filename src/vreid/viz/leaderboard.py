@@ -49,6 +49,8 @@ def write_results_md(path: Path, rows: dict[tuple[str, str], Row]) -> None:
         "batch shape (P x K), epochs and seed; evaluated under the VeRi-776 protocol (same-id same-camera gallery",
         "images removed). Metrics in %. `+RR` = the same model re-ranked (k-reciprocal, k1=20, k2=6, lambda=0.3).",
         "Times are wall-clock on the 2-core CPU machine, often shared with other jobs: compare them only roughly.",
+        "The trunk is each config's own choice (the params column shows its size): the CPU-sized configs of some",
+        "methods use much smaller trunks than `bot`, so compare rows within a method first.",
         "",
         "| method | split | epochs | mAP | R-1 | R-5 | mINP | mAP +RR | R-1 +RR | train time | params | config |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
