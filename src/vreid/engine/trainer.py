@@ -96,8 +96,6 @@ class Trainer:
         self.step = 0
         self.steps_this_epoch = 0
         self.labels_version = 0
-        self._loader = None
-        self._loader_key: tuple | None = None
         self._stop = False
         self.log = MetricsLog(self.output_dir, cfg.train.tensorboard, enabled=self.dist.is_main)
         self.last_eval: dict[str, Any] = {}
@@ -119,12 +117,10 @@ class Trainer:
     def _train_loader(self):
         from vreid.data import build_train_loader
 
-        key = (self.labels_version, self.epoch, self.batch_in_epoch)
         loader = build_train_loader(
             self.dataset.train, self.labels, self.cfg.data, seed=self.cfg.seed, epoch=self.epoch,
             start_batch=self.batch_in_epoch, rank=self.dist.rank, world_size=self.dist.world_size,
         )
-        self._loader_key = key
         # the loader's own seed must not come from the global RNG: a resumed run creates it at another moment
         loader.generator = torch.Generator().manual_seed(self.cfg.seed * 100003 + self.epoch)
         return loader
@@ -196,8 +192,7 @@ class Trainer:
             for h in self.hooks:
                 h.before_epoch(self)
         loader = self._train_loader()
-        self.steps_this_epoch = loader.batch_sampler.batches_per_epoch if hasattr(
-            loader.batch_sampler, "batches_per_epoch") else len(loader) + self.batch_in_epoch
+        self.steps_this_epoch = loader.batch_sampler.batches_per_epoch  # the full epoch, also when resuming
         if cfg.train.steps_per_epoch:
             self.steps_this_epoch = min(self.steps_this_epoch, cfg.train.steps_per_epoch)
         t0, seen = time.perf_counter(), 0
