@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from vreid.errors import VreidError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(VreidError, KeyError):
     """Raised when a name is unknown or registered twice; the message lists what is available."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain

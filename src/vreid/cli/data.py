@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from vreid.cli.common import clean_errors, console, err_console
+from vreid.cli.common import console, err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -31,8 +31,7 @@ def register(app: typer.Typer) -> None:
         from vreid.data.check import inspect_dataset
         from vreid.data.errors import format_problems
 
-        with clean_errors():
-            ds, problems = inspect_dataset(root, layout, test_size, verify_images=verify_images)
+        ds, problems = inspect_dataset(root, layout, test_size, verify_images=verify_images)
         if problems:
             err_console.print(f"[red]{len(problems)} problem(s)[/red] in {ds.root} (layout {layout}):",
                               highlight=False, soft_wrap=True)

@@ -5,8 +5,6 @@ from typing import Optional
 
 import typer
 
-from vreid.cli.common import clean_errors
-
 
 def register(app: typer.Typer) -> None:
     @app.command("demo", epilog="Example: vreid demo --output runs/demo --ids 160 --cameras 8")
@@ -23,6 +21,5 @@ def register(app: typer.Typer) -> None:
         """Render a small synthetic dataset, train bot on CPU, evaluate, print a table and write report.html."""
         from vreid.demo import DemoSettings, run_demo
 
-        with clean_errors():
-            run_demo(DemoSettings(output=output, config=config, ids=ids, cameras=cameras, preset=preset,
-                                  size=size, seed=seed), overrides)
+        run_demo(DemoSettings(output=output, config=config, ids=ids, cameras=cameras, preset=preset,
+                              size=size, seed=seed), overrides)

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from vreid.cli.common import clean_errors, console, load_config
+from vreid.cli.common import console, load_config
 
 
 def register(app: typer.Typer) -> None:
@@ -22,9 +22,8 @@ def register(app: typer.Typer) -> None:
         from vreid.engine.run import run_training
         from vreid.viz.table import print_results
 
-        with clean_errors():
-            cfg = load_config(config, overrides)
-            results = run_training(cfg, resume=resume)
+        cfg = load_config(config, overrides)
+        results = run_training(cfg, resume=resume)
         if results.get("mAP") is not None:
             print_results(results, title=f"{cfg.model.name} on {cfg.data.layout}")
         console.print(f"outputs in {cfg.output_dir}")
@@ -47,9 +46,8 @@ def register(app: typer.Typer) -> None:
         from vreid.engine.run import run_evaluation
         from vreid.viz.table import print_results
 
-        with clean_errors():
-            cfg = load_config(config, overrides)
-            results = run_evaluation(cfg, checkpoint, rerank=rerank, output_dir=output)
+        cfg = load_config(config, overrides)
+        results = run_evaluation(cfg, checkpoint, rerank=rerank, output_dir=output)
         if as_json:
             console.print_json(json.dumps(results, default=float))
         else:
@@ -71,7 +69,6 @@ def register(app: typer.Typer) -> None:
 
         if split not in ("train", "query", "gallery", "all"):
             raise typer.BadParameter("--split must be train, query, gallery or all")
-        with clean_errors():
-            cfg = load_config(config, overrides)
-            counts = run_extraction(cfg, checkpoint, output, split=split)
+        cfg = load_config(config, overrides)
+        counts = run_extraction(cfg, checkpoint, output, split=split)
         console.print(f"wrote {output}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

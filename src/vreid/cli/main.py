@@ -5,13 +5,35 @@ import importlib
 
 import typer
 
+from vreid.cli.errors import DEBUG, ErrorReportingGroup
+
 app = typer.Typer(
     name="vreid",
+    cls=ErrorReportingGroup,
     help="Vehicle re-identification: train, evaluate, extract, check data, render the synthetic world, demo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import vreid
+
+        typer.echo(f"vreid {vreid.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error"),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit"),
+) -> None:
+    """Vehicle re-identification: train, evaluate, extract, check data, render the synthetic world, demo."""
+    DEBUG["on"] = debug
+
 
 #: CLI modules; each defines register(app) adding its commands.
 COMMAND_MODULES = ("vreid.cli.jobs", "vreid.cli.data", "vreid.cli.synth", "vreid.cli.demo")

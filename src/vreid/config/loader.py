@@ -9,10 +9,12 @@ from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin, get_typ
 
 import yaml
 
+from vreid.errors import VreidError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(VreidError, ValueError):
     """A config value is missing, unknown or of the wrong kind. The message names file, key and the fix."""
 
 

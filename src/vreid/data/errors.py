@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from vreid.errors import VreidError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -30,7 +32,7 @@ def format_problems(problems: Iterable[Problem], limit: int | None = 50) -> str:
     return "\n".join(lines)
 
 
-class DatasetError(ValueError):
+class DatasetError(VreidError, ValueError):
     """A dataset on disk is broken; `problems` lists everything found, the message prints them."""
 
     def __init__(self, problems: Iterable[Problem], root: str = "") -> None:

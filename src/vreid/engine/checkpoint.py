@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from vreid.errors import VreidError
 from vreid.fileio import atomic_path, write_json_atomic
 
 TENSOR_TAG = "__tensor__"
 TUPLE_TAG = "__tuple__"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(VreidError, RuntimeError):
     """A checkpoint is missing, incomplete or does not fit; the message names the file and the fix."""
 
 

@@ -17,13 +17,15 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from vreid.errors import VreidError
+
 #: Keys under these top-level names are classifier heads; they are dropped when the backbone has no such module.
 HEAD_PREFIXES = ("fc", "head", "heads", "classifier", "last_linear", "fc_norm_head")
 #: Container keys that hold the real state dict, tried in this order.
 CONTAINER_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "module", "net", "params")
 
 
-class WeightsError(RuntimeError):
+class WeightsError(VreidError, RuntimeError):
     """A weights file is missing, unreadable, or does not fit the model; the message names the file."""
 
 
