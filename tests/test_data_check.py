@@ -6,7 +6,6 @@ import typer
 from typer.testing import CliRunner
 
 from test_data_trees import make_folder, make_vehicleid, make_veri776, make_veriwild, text, veri_name
-from vreid.cli.data import register
 from vreid.config.schema import DataConfig
 from vreid.data import DatasetError, check_dataset, load_dataset
 
@@ -102,13 +101,8 @@ def test_parsers_and_load_dataset_raise_dataset_error(tmp_path):
 
 
 def cli() -> typer.Typer:
-    app = typer.Typer()
+    from vreid.cli.main import app
 
-    @app.callback()
-    def main() -> None:
-        """test app"""
-
-    register(app)
     return app
 
 
