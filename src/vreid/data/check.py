@@ -2,34 +2,36 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from vreid.data.errors import Problem
+from vreid.data.images import open_rgb, unreadable_image
 from vreid.data.layouts import LAYOUTS
 from vreid.data.layouts.base import Layout, ParseContext
 from vreid.data.records import ReidDataset
 
 
-def _readable(path: str) -> str | None:
-    """None if PIL can open and verify the image, else the reason."""
-    from PIL import Image
+#: Decode images at about this size: enough to find broken data, and JPEGs then decode at a reduced scale.
+CHECK_DRAFT_SIZE = (64, 64)
 
+
+def _read_error(path: str) -> Exception | None:
+    """None if the image decodes the way the loaders open it, else the error."""
     try:
-        with Image.open(path) as im:
-            im.verify()
+        open_rgb(path, draft_size=CHECK_DRAFT_SIZE)
         return None
     except Exception as e:  # PIL raises many types for broken files
-        return f"{type(e).__name__}: {e}"
+        return e
 
 
-def verify_readable(paths: list[str], workers: int | None = None) -> dict[str, str]:
-    """path -> reason for every image PIL cannot read. Threads: decoding headers is mostly I/O and C code."""
+def verify_readable(paths: list[str], workers: int | None = None) -> dict[str, Exception]:
+    """path -> error for every image that does not decode. Threads: PIL releases the GIL while decoding."""
     workers = workers or min(32, (os.cpu_count() or 1) * 4)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = pool.map(_readable, paths, chunksize=64)
-        return {p: r for p, r in zip(paths, reasons) if r is not None}
+        errors = pool.map(_read_error, paths, chunksize=64)
+        return {p: e for p, e in zip(paths, errors) if e is not None}
 
 
 def _display(path: str, root: Path) -> str:
@@ -40,7 +42,8 @@ def _display(path: str, root: Path) -> str:
 
 
 def check_images(ds: ReidDataset, ctx: ParseContext, verify_images: bool = True) -> list[Problem]:
-    """Missing images (grouped by missing folder when a whole folder is gone) and, optionally, unreadable ones."""
+    """Missing images (grouped by missing folder when a whole folder is gone) and, optionally, ones that do not
+    decode (broken, truncated or too large for PIL)."""
     problems: list[Problem] = []
     paths = list(dict.fromkeys(r.path for split in (ds.train, ds.query, ds.gallery) for r in split))
     dir_exists: dict[str, bool] = {}
@@ -65,14 +68,13 @@ def check_images(ds: ReidDataset, ctx: ParseContext, verify_images: bool = True)
                                 f"listed in {listed_in} (first at line {line}) are not on disk",
                                 fix="restore the folder, or check data.root and data.layout"))
     if verify_images and present:
-        for p, reason in verify_readable(present).items():
-            problems.append(Problem(file=_display(p, ctx.root), message=f"image cannot be read ({reason})",
-                                    fix="re-extract or re-download this image"))
+        for p, error in verify_readable(present).items():
+            problems.append(unreadable_image(_display(p, ctx.root), error))
     return problems
 
 
 def check_splits(ds: ReidDataset, layout: Layout, ctx: ParseContext) -> list[Problem]:
-    """Empty required splits, and query ids that have no image in the gallery."""
+    """Empty required splits, query ids that have no image in the gallery, a VehicleID test list without queries."""
     problems = []
     required = layout.required_splits
     test_size = ds.info.get("test_size")
@@ -96,7 +98,22 @@ def check_splits(ds: ReidDataset, layout: Layout, ctx: ParseContext) -> list[Pro
             problems.append(Problem(file=file, message=f"{len(absent)} query vehicle id(s) ({n_images} image(s)) "
                                     f"have no image in the gallery: {shown}",
                                     fix="add their gallery images, or drop those queries (they cannot be matched)"))
+    if ds.query and ds.protocol == "vehicleid":
+        problems += _vehicleid_queries(ds, layout)
     return problems
+
+
+def _vehicleid_queries(ds: ReidDataset, layout: Layout) -> list[Problem]:
+    """A problem if no vehicle has two test images: each draw puts one image per id in the gallery, the rest
+    are the queries, so such a test list has none."""
+    images_per_id = Counter(r.vehicle_id for r in ds.query)
+    if max(images_per_id.values()) >= 2:
+        return []
+    return [Problem(file=layout.list_file("query", ds.info.get("test_size")),
+                    message=f"each of the {len(images_per_id)} vehicle(s) in the test list has one image, so the "
+                            "vehicleid protocol has no query (one image per vehicle goes to the gallery, the rest "
+                            "are the queries)",
+                    fix="list at least two images of each vehicle, as the official test lists do")]
 
 
 def inspect_dataset(root: str | os.PathLike, layout: str, test_size: int | None = None,
@@ -116,7 +133,8 @@ def check_dataset(root: str | os.PathLike, layout: str, test_size: int | None = 
                   verify_images: bool = True) -> list[Problem]:
     """Every problem with the dataset at `root` read as `layout` (empty list = clean).
 
-    Checks: list files present and well formed, attribute words known, images present (and readable with
-    PIL when `verify_images`), no empty split, every query vehicle present in the gallery.
+    Checks: list files present and well formed, attribute words known, images present (and decodable, as the
+    loaders open them, when `verify_images`), no empty split, every query vehicle present in the gallery, and
+    for VehicleID some vehicle with two or more test images (else there is no query).
     """
     return inspect_dataset(root, layout, test_size, verify_images)[1]

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from vreid.config.schema import DataConfig
 from vreid.data.errors import DatasetError, Problem
+from vreid.data.images import open_rgb, unreadable_image
 from vreid.data.records import ImageRecord, ReidDataset
 from vreid.data.sampler import IdentityBatchSampler
 from vreid.data.transforms import SeededTransform, build_train_transform, build_test_transform
@@ -51,11 +51,9 @@ class ImageDataset(Dataset):
         index, seed = (item if isinstance(item, tuple) else (item, None))
         r = self.records[index]
         try:
-            with Image.open(r.path) as im:
-                image = im.convert("RGB")
-        except (OSError, ValueError) as e:
-            raise DatasetError([Problem(file=r.path, message=f"image cannot be read ({e})",
-                                        fix="run `vreid data check` on the dataset root")]) from None
+            image = open_rgb(r.path)
+        except Exception as e:  # PIL raises many types for broken or oversized files
+            raise DatasetError([unreadable_image(r.path, e)]) from None
         if self.transform is not None:
             image = self.transform(image, seed)
         cam = self.camera_map[r.camera_id] if self.camera_map is not None else r.camera_id

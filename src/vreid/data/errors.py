@@ -1,6 +1,7 @@
 """Dataset problems (file, what is wrong, how to fix it) and the error that carries them."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -32,12 +33,32 @@ def format_problems(problems: Iterable[Problem], limit: int | None = 50) -> str:
     return "\n".join(lines)
 
 
-class DatasetError(VreidError, ValueError):
-    """A dataset on disk is broken; `problems` lists everything found, the message prints them."""
+def _worker_message(text: str) -> str:
+    """The original message inside torch's "Caught DatasetError in DataLoader worker ... Traceback" text."""
+    last_traceback = text.rpartition("Traceback (most recent call last):\n")[2]
+    # The exception line is the first unindented line naming DatasetError after the frames.
+    match = re.search(r"^[\w.]*DatasetError: (.*)", last_traceback, re.M | re.S)
+    return match.group(1).rstrip() if match else text
 
-    def __init__(self, problems: Iterable[Problem], root: str = "") -> None:
-        self.problems = list(problems)
+
+class DatasetError(VreidError, ValueError):
+    """A dataset on disk is broken; `problems` lists everything found, the message prints them.
+
+    Built from a message string instead (as torch does when it re-raises a DataLoader worker's error),
+    it keeps the original message and `problems` is empty.
+    """
+
+    def __init__(self, problems: Iterable[Problem] | str, root: str = "") -> None:
         self.root = root
+        if isinstance(problems, str):
+            self.problems: list[Problem] = []
+            super().__init__(_worker_message(problems))
+            return
+        self.problems = list(problems)
         head = f"dataset at {root} has {len(self.problems)} problem(s)" if root else \
             f"dataset has {len(self.problems)} problem(s)"
         super().__init__(f"{head}:\n{format_problems(self.problems)}")
+
+    def __reduce__(self) -> tuple:
+        # Pickling (process pools) keeps the problems; the default would rebuild from the message only.
+        return type(self), (self.problems or str(self), self.root)

@@ -16,15 +16,19 @@ from vreid.methods import ReidMethod
 
 def evaluate_split(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDataset, cfg: ExperimentConfig,
                       rerank: str | None = None) -> dict[str, Any]:
-    """Metrics as a flat dict of fractions (mAP, mINP, rank1, rank5, rank10) plus protocol details."""
+    """Metrics as a flat dict of fractions (mAP, mINP, rank1, rank5, rank10) plus protocol details.
+
+    Raises EvaluationError when no query has a match (the metrics would be 0 for a reason that is not the model).
+    """
     from vreid.eval import evaluate_protocol
+    from vreid.eval.metrics import require_matches
 
     protocol = cfg.eval.protocol or dataset.protocol
     result = evaluate_protocol(
         protocol, qf, gf, dataset.query, dataset.gallery, metric=cfg.eval.metric,
         rerank=rerank if rerank is not None else cfg.eval.rerank, rerank_options=cfg.eval.rerank_options,
     )
-    return result.to_dict()
+    return require_matches(result, where=f"dataset at {dataset.root}").to_dict()
 
 
 def evaluate_method(method: ReidMethod, dataset: ReidDataset, cfg: ExperimentConfig, device: torch.device,

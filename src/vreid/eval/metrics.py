@@ -15,6 +15,8 @@ import torch
 from vreid.eval.distance import (
     DistanceSource, FeatureDistances, MatrixDistances, as_int_array, auto_chunk_size, iter_blocks,
 )
+from vreid.eval.errors import EvaluationError
+from vreid.progress import block_rows, track
 
 #: Gallery images left out of each query's ranked list.
 JUNK_RULES = {
@@ -72,6 +74,23 @@ class EvalResult:
         })
         out.update(self.extra)
         return out
+
+
+def require_matches(result: EvalResult, where: str = "") -> EvalResult:
+    """`result` if some query has a valid match, else EvaluationError: every metric would be a meaningless 0."""
+    if result.num_valid_queries > 0:
+        return result
+    rule = result.junk_rule
+    if rule == "none":
+        cause = "no query vehicle has an image in the gallery"
+        fix = "use a gallery that holds the query vehicles (`vreid data check` lists the query ids it lacks)"
+    else:
+        cause = f"every positive is removed ({JUNK_RULES.get(rule, rule)}), e.g. all images come from one camera"
+        fix = ("set eval.protocol=plain_none to keep same-camera matches, or use a dataset whose vehicles appear "
+               "on two or more cameras")
+    prefix = f"{where}: " if where else ""
+    raise EvaluationError(f"{prefix}none of the {result.num_queries} queries has a match in the gallery under "
+                          f"protocol '{result.protocol}', junk rule '{rule}': {cause}; fix: {fix}")
 
 
 class GalleryIndex:
@@ -146,7 +165,8 @@ def _per_query(rows: np.ndarray, ranks: np.ndarray, num_rows: int) -> tuple[np.n
     starts = np.cumsum(counts) - counts
     hit = (np.arange(len(rows)) - np.repeat(starts, counts) + 1).astype(np.float64)
     precision = hit / (ranks + 1.0)
-    ap = np.bincount(rows, weights=precision, minlength=num_rows)
+    # astype: bincount of no rows returns int64 even with weights, and the in-place divide below must be float.
+    ap = np.bincount(rows, weights=precision, minlength=num_rows).astype(np.float64, copy=False)
     has = counts > 0
     ap[has] /= counts[has]
     ap[~has] = np.nan
@@ -201,7 +221,7 @@ def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: A
     ap, inp, first = np.full(Q, np.nan), np.full(Q, np.nan), np.full(Q, -1, np.int64)
     cgm_q = np.full(Q, np.nan) if cgm else None
     buffer = torch.empty(min(chunk_size, Q), G) if Q else None
-    for start, stop in iter_blocks(Q, chunk_size):
+    for start, stop in track(iter_blocks(Q, chunk_size), "evaluating queries", Q, units=block_rows):
         B = stop - start
         dist = source.block(start, stop, out=buffer[:B])
         rows, cols = index.same_id(q_ids[start:stop])

@@ -7,6 +7,7 @@ import numpy as np
 
 from vreid.data.records import ImageRecord
 from vreid.eval.distance import DistanceSource, FeatureDistances, as_tensor
+from vreid.eval.errors import EvaluationError
 from vreid.eval.metrics import EvalResult, evaluate_distances
 from vreid.registry import Registry
 
@@ -80,6 +81,17 @@ def vehicleid_gallery_draw(ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.n
     return np.nonzero(is_gallery)[0], np.nonzero(~is_gallery)[0]
 
 
+def _require_vehicleid_queries(ids: np.ndarray) -> None:
+    """EvaluationError unless some vehicle has two test images (with one each, every draw has no query)."""
+    if len(np.unique(ids)) < len(ids):
+        return
+    raise EvaluationError(
+        f"protocol 'vehicleid': no vehicle in the test list has two or more images ({len(ids)} image(s)), so "
+        "there is no query (each draw puts one image per vehicle in the gallery and the rest are the queries); "
+        "fix: use a test list (train_test_split/test_list_<size>.txt) with at least two images per vehicle, as "
+        "the official lists have (`vreid data check --layout vehicleid` reports this)")
+
+
 @PROTOCOLS.register("vehicleid", junk_rule="none")
 def vehicleid(qf: Any, gf: Any, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
               seeds: Sequence[int] = VEHICLEID_SEEDS, **kw: Any) -> EvalResult:
@@ -92,6 +104,7 @@ def vehicleid(qf: Any, gf: Any, query: Sequence[ImageRecord], gallery: Sequence[
     feats = as_tensor(qf) if same else as_tensor(np.concatenate([as_tensor(qf).numpy(), as_tensor(gf).numpy()]))
     records = list(query) if same else list(query) + list(gallery)
     ids, _ = _labels(records)
+    _require_vehicleid_queries(ids)
     kw.pop("junk_rule", None)
     draws = []
     for seed in seeds:

@@ -7,6 +7,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from vreid.data.images import open_rgb
+
 
 def color_histogram(img: Image.Image | np.ndarray, bins: tuple[int, int, int] = (8, 4, 4)) -> np.ndarray:
     """HSV histogram of an image's central region, L1-normalised then square-rooted (Hellinger embedding).
@@ -29,6 +31,5 @@ def color_histogram_features(paths: Iterable[str | os.PathLike], bins: tuple[int
     """(N, D) colour-histogram embeddings of image files, in order."""
     feats = []
     for p in paths:
-        with Image.open(p) as im:
-            feats.append(color_histogram(im.convert("RGB"), bins))
+        feats.append(color_histogram(open_rgb(p), bins))
     return np.stack(feats) if feats else np.zeros((0, bins[0] * bins[1] * bins[2]), np.float32)
