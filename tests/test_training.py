@@ -93,8 +93,11 @@ def test_resume_after_kill_mid_epoch_gives_identical_weights(reference_run, tiny
 def test_sigterm_checkpoints_and_resume_matches(reference_run, tiny_world, tmp_path):
     ref_out, _, _ = reference_run
     cfg = load_experiment(None, tiny_overrides(tiny_world, tmp_path))
-    results, _ = train(cfg, hooks=[SignalAt(3)])
-    assert results == {"stopped_at_step": 3}
+    from vreid.errors import RunStopped
+
+    with pytest.raises(RunStopped, match="stopped by SIGTERM at step 3.*--resume") as stop:
+        train(cfg, hooks=[SignalAt(3)])
+    assert stop.value.exit_code == 143
     assert not (tmp_path / "model.safetensors").exists()
     train(cfg, resume=True)
     ref, got = weights(ref_out), weights(tmp_path)
@@ -105,7 +108,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_world, tmp_path):
     from vreid.engine.checkpoint import CheckpointError
 
     cfg = load_experiment(None, tiny_overrides(tiny_world, tmp_path))
-    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+    with pytest.raises(CheckpointError, match="no intact checkpoint to resume from"):
         train(cfg, resume=True)
 
 
@@ -130,7 +133,7 @@ def test_cli_train_eval_extract(reference_run, tiny_world, tmp_path):
     over = tiny_overrides(tiny_world, tmp_path / "ev")
     r = runner.invoke(app, ["eval", empty, *over, "--checkpoint", str(ref_out), "--json"])
     assert r.exit_code == 0, r.output
-    got = json.loads(r.output)
+    got = json.loads(r.stdout)
     assert got["mAP"] == pytest.approx(results["mAP"], abs=1e-6)
     r = runner.invoke(app, ["extract", empty, *over, "-c", str(ref_out), "-o", str(tmp_path / "f.npz"),
                             "--split", "query"])

@@ -16,7 +16,7 @@ from vreid.fileio import write_json_atomic
 @dataclass
 class DemoSettings:
     output: str = "runs/demo"
-    config: str = "configs/bot/synthetic.yaml"
+    config: str = "bot/synthetic"
     ids: int = 160
     cameras: int = 8
     preset: str = "hard"
@@ -25,14 +25,34 @@ class DemoSettings:
     workers: int = 2
 
 
-def render_demo_data(root: Path, s: DemoSettings) -> dict[str, Any]:
-    from vreid.synth import SynthConfig, render_dataset
+def demo_world(s: DemoSettings):
+    from vreid.synth import SynthConfig
 
-    if (root / "vreid_labels.csv").is_file():
+    return SynthConfig(ids=s.ids, cameras=s.cameras, seed=s.seed, preset=s.preset, size=s.size,
+                       layout="veri776", workers=s.workers)
+
+
+def rendered_world(root: Path) -> dict[str, Any] | None:
+    """The world settings a rendered dataset records in vreid_synth.json (None if absent or unreadable)."""
+    import json
+
+    try:
+        return json.loads((root / "vreid_synth.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def render_demo_data(root: Path, s: DemoSettings) -> dict[str, Any]:
+    """Reuse the world in `root` only if it was rendered with these settings; else render it (replacing it)."""
+    import json
+
+    from vreid.synth import render_dataset
+
+    cfg = demo_world(s)
+    wanted = json.loads(json.dumps({k: v for k, v in vars(cfg).items() if k not in ("workers", "overwrite")}))
+    if (root / "vreid_labels.csv").is_file() and rendered_world(root) == wanted:
         return {"reused": str(root)}
-    cfg = SynthConfig(ids=s.ids, cameras=s.cameras, seed=s.seed, preset=s.preset, size=s.size,
-                      layout="veri776", workers=s.workers)
-    return render_dataset(root, cfg)
+    return render_dataset(root, cfg, overwrite=True)
 
 
 def random_ranking_results(dataset, cfg, seed: int = 0) -> dict[str, Any]:
@@ -53,20 +73,24 @@ def run_demo(s: DemoSettings, overrides: list[str] | None = None) -> dict[str, A
     from vreid.viz.table import print_results, results_table
     from rich.console import Console
 
+    from vreid.engine.preflight import preflight
+
     console = Console()
     out = Path(s.output)
+    demo_world(s)  # bad world settings fail here, before anything is rendered
+    cfg = load_experiment(s.config, [f"data.root={out / 'data'}", f"output_dir={out / 'bot'}",
+                                     f"seed={s.seed}", *(overrides or [])])
+    preflight(cfg, "train", output_dir=out / "bot", check_data=False)
     t0 = time.perf_counter()
     console.print(f"[bold]1/4[/bold] rendering the synthetic world ({s.ids} vehicles, {s.cameras} cameras, "
                   f"preset {s.preset}) into {out / 'data'}")
     render_demo_data(out / "data", s)
     t_data = time.perf_counter() - t0
-    cfg = load_experiment(s.config, [f"data.root={out / 'data'}", f"output_dir={out / 'bot'}",
-                                     f"seed={s.seed}", *(overrides or [])])
     dataset = load_data(cfg)
     console.print(f"[bold]2/4[/bold] training bot ({cfg.model.backbone.name}, {cfg.schedule.epochs} epochs, "
                   f"{len(dataset.train)} training images)")
     t1 = time.perf_counter()
-    results = run_training(cfg, dataset=dataset)
+    results = run_training(cfg, dataset=dataset, overwrite=True)  # the demo's own run is replaced each time
     t_train = time.perf_counter() - t1
     console.print("[bold]3/4[/bold] evaluating against a random ranking on the same split")
     random_results = random_ranking_results(dataset, cfg, s.seed)

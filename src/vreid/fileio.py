@@ -23,13 +23,19 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
     try:
         yield tmp_path
+        # mkstemp makes 0600, and some writers (safetensors) replace the file: set the mode open() would give
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def give_default_mode(folder: str | os.PathLike) -> None:
+    """Give a folder made by mkdtemp (0700) the mode mkdir would have given it."""
+    os.chmod(folder, 0o777 & ~_UMASK)
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:

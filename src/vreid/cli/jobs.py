@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from vreid.cli.common import console, load_config
+from vreid.cli.common import console, load_config, override_keys
 
 
 def register(app: typer.Typer) -> None:
@@ -14,16 +14,21 @@ def register(app: typer.Typer) -> None:
         epilog="Example: vreid train configs/bot/synthetic.yaml data.root=data/synth output_dir=runs/bot optim.lr=3.5e-4",
     )
     def train(
-        config: str = typer.Argument(..., help="YAML experiment file, e.g. configs/bot/veri776.yaml"),
+        config: str = typer.Argument(..., help="YAML experiment file, e.g. configs/bot/veri776.yaml, or the "
+                                               "folder of a run (its config.yaml) to --resume it"),
         overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE overrides, e.g. schedule.epochs=10"),
-        resume: bool = typer.Option(False, "--resume", help="Continue from output_dir/checkpoints/last.json"),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in output_dir from its newest "
+                                    "intact checkpoint"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in output_dir"),
+        allow_changes: bool = typer.Option(False, "--allow-changes", help="With --resume: accept settings that "
+                                           "differ from the run's config.yaml (recorded in run_info.json)"),
     ) -> None:
         """Train a method; writes weights, checkpoints, metrics and the resolved config to output_dir."""
         from vreid.engine.run import run_training
         from vreid.viz.table import print_results
 
         cfg = load_config(config, overrides)
-        results = run_training(cfg, resume=resume)
+        results = run_training(cfg, resume=resume, overwrite=overwrite, allow_changes=allow_changes)
         if results.get("mAP") is not None:
             print_results(results, title=f"{cfg.model.name} on {cfg.data.layout}")
         console.print(f"outputs in {cfg.output_dir}")
@@ -37,21 +42,30 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE overrides"),
         checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Run folder, checkpoint folder or .safetensors"),
         rerank: Optional[str] = typer.Option(None, "--rerank", help="none | kreciprocal | sparse | aqe"),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for results.json and ranked lists"),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for results.json and ranked lists "
+                                             "(default: a new folder <run>/eval/<time>-<rerank>)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --output"),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON"),
     ) -> None:
-        """Evaluate trained weights under the dataset's protocol (CMC, mAP, mINP)."""
+        """Evaluate trained weights under the dataset's protocol (CMC, mAP, mINP).
+
+        The model's own preprocessing (size, mean, std in its model_info.json) is used unless set on the command
+        line; every difference from the config is printed.
+        """
         import json
 
+        from vreid.cli.errors import err_console
         from vreid.engine.run import run_evaluation
         from vreid.viz.table import print_results
 
         cfg = load_config(config, overrides)
-        results = run_evaluation(cfg, checkpoint, rerank=rerank, output_dir=output)
+        results = run_evaluation(cfg, checkpoint, rerank=rerank, output_dir=output, overwrite=overwrite,
+                                 explicit=override_keys(overrides))
         if as_json:
             console.print_json(json.dumps(results, default=float))
         else:
             print_results(results, title=f"{cfg.data.layout} ({results.get('protocol', '')})")
+        err_console.print(f"results in {results['output_dir']}", highlight=False, soft_wrap=True)
 
     @app.command(
         "extract",
@@ -70,5 +84,5 @@ def register(app: typer.Typer) -> None:
         if split not in ("train", "query", "gallery", "all"):
             raise typer.BadParameter("--split must be train, query, gallery or all")
         cfg = load_config(config, overrides)
-        counts = run_extraction(cfg, checkpoint, output, split=split)
+        counts = run_extraction(cfg, checkpoint, output, split=split, explicit=override_keys(overrides))
         console.print(f"wrote {output}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

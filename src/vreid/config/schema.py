@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vreid.config.loader import apply_overrides, build, choices, polymorphic, read_yaml
+from vreid.config.loader import (
+    ConfigError, FieldError, apply_overrides, attribute_to_override, bounds, build, choices, polymorphic, read_yaml,
+)
 
 
 def _layouts():
@@ -26,6 +28,18 @@ def _schedules():
     return SCHEDULES
 
 
+def _rerankers():
+    from vreid.rerank import RERANKERS
+
+    return ("none", *RERANKERS.names())
+
+
+def _protocols():
+    from vreid.eval.protocols import PROTOCOLS
+
+    return PROTOCOLS
+
+
 def _optimizers():
     from vreid.engine.optim import OPTIMIZERS
 
@@ -36,11 +50,11 @@ def _optimizers():
 class TransformConfig:
     """Training augmentation. Test transform = resize + normalise only."""
 
-    flip_prob: float = 0.5
-    pad: int = 10
-    color_jitter: float = 0.0
-    random_erasing: float = 0.5
-    autoaugment_prob: float = 0.0
+    flip_prob: float = field(default=0.5, metadata=bounds(0, 1))
+    pad: int = field(default=10, metadata=bounds(0))
+    color_jitter: float = field(default=0.0, metadata=bounds(0))
+    random_erasing: float = field(default=0.5, metadata=bounds(0, 1))
+    autoaugment_prob: float = field(default=0.0, metadata=bounds(0, 1))
 
 
 @dataclass
@@ -48,56 +62,57 @@ class DataConfig:
     layout: str = field(default="veri776", metadata=choices(registry=_layouts))
     root: str = ""
     test_size: int | None = None
-    height: int = 256
-    width: int = 256
-    ids_per_batch: int = 16
-    images_per_id: int = 4
-    test_batch_size: int = 128
-    workers: int = 4
+    height: int = field(default=256, metadata=bounds(16, 4096))
+    width: int = field(default=256, metadata=bounds(16, 4096))
+    ids_per_batch: int = field(default=16, metadata=bounds(1))
+    images_per_id: int = field(default=4, metadata=bounds(1))
+    test_batch_size: int = field(default=128, metadata=bounds(1))
+    workers: int = field(default=4, metadata=bounds(0, 256))
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     transforms: TransformConfig = field(default_factory=TransformConfig)
 
     def validate(self) -> None:
-        if self.ids_per_batch < 1 or self.images_per_id < 1:
-            raise ValueError("ids_per_batch and images_per_id must be >= 1")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError("mean and std need three values (R, G, B)")
+        for key in ("mean", "std"):
+            if len(getattr(self, key)) != 3:
+                raise FieldError(key, f"needs three values (R, G, B), got {getattr(self, key)!r}")
+        if any(v <= 0 for v in self.std):
+            raise FieldError("std", f"every value must be > 0, got {self.std!r}")
 
 
 @dataclass
 class OptimConfig:
     name: str = field(default="adam", metadata=choices(registry=_optimizers))
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+    lr: float = field(default=3.5e-4, metadata=bounds(max=10.0, above=0))
+    weight_decay: float = field(default=5e-4, metadata=bounds(0))
+    momentum: float = field(default=0.9, metadata=bounds(0, 1))
     nesterov: bool = False
-    bias_lr_factor: float = 1.0
-    weight_decay_bias: float = 5e-4
+    bias_lr_factor: float = field(default=1.0, metadata=bounds(0))
+    weight_decay_bias: float = field(default=5e-4, metadata=bounds(0))
 
 
 @dataclass
 class ScheduleConfig:
     name: str = field(default="warmup_multistep", metadata=choices(registry=_schedules))
-    epochs: int = 120
-    warmup_epochs: int = 10
-    warmup_factor: float = 0.01
+    epochs: int = field(default=120, metadata=bounds(1))
+    warmup_epochs: int = field(default=10, metadata=bounds(0))
+    warmup_factor: float = field(default=0.01, metadata=bounds(0, 1))
     milestones: list[int] = field(default_factory=lambda: [40, 70])
-    gamma: float = 0.1
-    delay_epochs: int = 0
-    min_lr_factor: float = 0.0
+    gamma: float = field(default=0.1, metadata=bounds(max=1.0, above=0))
+    delay_epochs: int = field(default=0, metadata=bounds(0))
+    min_lr_factor: float = field(default=0.0, metadata=bounds(0, 1))
 
 
 @dataclass
 class TrainConfig:
     device: str = field(default="auto", metadata=choices("auto", "cpu", "cuda"))
     amp: bool = True
-    grad_clip: float = 0.0
-    log_every: int = 20
-    checkpoint_every_steps: int = 0
-    checkpoint_every_epochs: int = 1
-    eval_every_epochs: int = 0
-    steps_per_epoch: int | None = None
+    grad_clip: float = field(default=0.0, metadata=bounds(0))
+    log_every: int = field(default=20, metadata=bounds(1))
+    checkpoint_every_steps: int = field(default=0, metadata=bounds(0))
+    checkpoint_every_epochs: int = field(default=1, metadata=bounds(0))
+    eval_every_epochs: int = field(default=0, metadata=bounds(0))
+    steps_per_epoch: int | None = field(default=None, metadata=bounds(1))
     tensorboard: bool = True
     progress: bool = True
     deterministic: bool = False
@@ -106,11 +121,18 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     metric: str = field(default="euclidean", metadata=choices("euclidean", "cosine"))
-    rerank: str = "none"
-    protocol: str | None = None
+    rerank: str = field(default="none", metadata=choices(registry=_rerankers))
+    protocol: str | None = field(default=None, metadata=choices(registry=_protocols))
     flip: bool = False
-    top_k: int = 10
+    top_k: int = field(default=10, metadata=bounds(1))
     rerank_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from vreid.rerank import check_rerank_options
+
+        problem = check_rerank_options(self.rerank, self.rerank_options)
+        if problem:
+            raise FieldError("rerank_options", problem)
 
 
 @dataclass
@@ -134,4 +156,7 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
     model = data.setdefault("model", {})
     if isinstance(model, dict):
         model.setdefault("name", "bot")
-    return build(ExperimentConfig, data, file=str(path) if path is not None else "<overrides>")
+    try:
+        return build(ExperimentConfig, data, file=str(path) if path is not None else "<defaults>")
+    except ConfigError as e:
+        raise attribute_to_override(e, list(overrides or [])) from None

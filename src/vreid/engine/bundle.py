@@ -11,13 +11,17 @@ from vreid.fileio import write_json_atomic
 from vreid.methods import METHODS, DataInfo, ReidMethod
 
 
-def save_bundle(folder: str | Path, method: ReidMethod) -> None:
-    folder = Path(folder)
-    save_model_weights(folder / "model.safetensors", method)
+def write_model_info(folder: str | Path, method: ReidMethod) -> None:
+    """`model_info.json`: the method config and data info that rebuild the model (and its preprocessing)."""
     write_json_atomic(
-        folder / "model_info.json",
+        Path(folder) / "model_info.json",
         {"method": dataclasses.asdict(method.cfg), "data": dataclasses.asdict(method.info)},
     )
+
+
+def save_bundle(folder: str | Path, method: ReidMethod) -> None:
+    save_model_weights(Path(folder) / "model.safetensors", method)
+    write_model_info(folder, method)
 
 
 def resolve_weights(path: str | Path) -> Path:

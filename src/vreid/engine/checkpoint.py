@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vreid.errors import VreidError
-from vreid.fileio import atomic_path, write_json_atomic
+from vreid.fileio import atomic_path, give_default_mode, write_json_atomic
 
 TENSOR_TAG = "__tensor__"
 TUPLE_TAG = "__tuple__"
@@ -125,6 +125,7 @@ def save_training_checkpoint(root: str | os.PathLike, step: int, model: torch.nn
         with atomic_path(tmp / "state.safetensors") as t:
             save_file(tensors, str(t))
         write_json_atomic(tmp / "state.json", skeleton)
+        give_default_mode(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -139,11 +140,46 @@ def save_training_checkpoint(root: str | os.PathLike, step: int, model: torch.nn
 
 
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
-    pointer = Path(root) / "last.json"
-    if not pointer.is_file():
-        return None
-    folder = Path(root) / json.loads(pointer.read_text())["folder"]
-    return folder if folder.is_dir() else None
+    """The folder `last.json` points at, or else the newest step-* folder; None when there is none."""
+    candidates = checkpoint_candidates(root)
+    return candidates[0] if candidates else None
+
+
+def checkpoint_candidates(root: str | os.PathLike) -> list[Path]:
+    """Checkpoint folders newest first: the one `last.json` names (if it is readable and exists), then step-*."""
+    root = Path(root)
+    named: Path | None = None
+    try:
+        named = root / json.loads((root / "last.json").read_text())["folder"]
+    except (OSError, ValueError, KeyError, TypeError):
+        named = None  # a damaged or missing pointer: fall back to the folders themselves
+    steps = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True)
+    ordered = ([named] if named is not None and named.is_dir() else []) + [p for p in steps if p != named]
+    return ordered
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Delete half-written checkpoint folders and files a killed run left (`.step-*`, `.*.tmp`)."""
+    root = Path(root)
+    stale = list(root.glob(".step-*")) + list(root.glob(".*.tmp"))
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return stale
+
+
+def load_latest_intact(root: str | os.PathLike, model: torch.nn.Module) -> tuple[Path, dict[str, Any], list[str]]:
+    """Load the newest checkpoint that reads completely: (folder, state, reasons the newer ones were skipped)."""
+    from safetensors import SafetensorError
+
+    skipped: list[str] = []
+    for folder in checkpoint_candidates(root):
+        try:
+            return folder, load_training_checkpoint(folder, model), skipped
+        except (CheckpointError, SafetensorError, OSError, ValueError, KeyError) as e:
+            skipped.append(f"{folder.name}: {e}")
+    detail = f" (unusable: {'; '.join(skipped)})" if skipped else ""
+    raise CheckpointError(f"{Path(root)}: no intact checkpoint to resume from{detail}; run without --resume "
+                          "(with --overwrite to replace the run), or point output_dir at the run to continue")
 
 
 def load_training_checkpoint(folder: str | os.PathLike, model: torch.nn.Module) -> dict[str, Any]:

@@ -1,19 +1,32 @@
-"""The three jobs the CLI exposes, as library functions: train, evaluate, extract."""
+"""The three jobs the CLI exposes, as library functions: train, evaluate, extract.
+
+Each checks everything it can (vreid.engine.preflight) before reading images, and writes nothing until then.
+"""
 from __future__ import annotations
 
+import dataclasses
+import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
+from rich.console import Console
 
+from vreid.config.loader import ConfigError
 from vreid.config.schema import ExperimentConfig
 from vreid.data.records import ReidDataset
-from vreid.engine.bundle import load_bundle
+from vreid.engine.bundle import load_bundle, resolve_weights
 from vreid.engine.evaluate import evaluate_method
 from vreid.engine.extract import extract_features
+from vreid.engine.preflight import preflight
+from vreid.engine.preprocessing import model_preprocessing
+from vreid.engine.run_folder import RunLock, check_new_run, check_resume_settings, clear_run_outputs
 from vreid.engine.run_info import write_run_info
 from vreid.engine.trainer import Trainer, pick_device
 from vreid.fileio import atomic_path
+
+console = Console(stderr=True)
 
 
 def load_data(cfg: ExperimentConfig, verify: bool = True) -> ReidDataset:
@@ -22,32 +35,97 @@ def load_data(cfg: ExperimentConfig, verify: bool = True) -> ReidDataset:
     return load_dataset(cfg.data, verify=verify)
 
 
-def run_training(cfg: ExperimentConfig, resume: bool = False, dataset: ReidDataset | None = None) -> dict[str, Any]:
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_training(cfg: ExperimentConfig, resume: bool = False, dataset: ReidDataset | None = None,
+                 overwrite: bool = False, allow_changes: bool = False) -> dict[str, Any]:
+    """Train `cfg` into `cfg.output_dir`: a fresh folder, `resume` a stopped run, or `overwrite` an old one."""
+    preflight(cfg, "train", output_dir=cfg.output_dir, check_data=dataset is None)
+    notes: dict[str, Any] = {}
+    if _is_main_rank():  # the other ranks would see rank 0's first files and refuse
+        check_new_run(cfg.output_dir, resume, overwrite)
+        if resume:
+            changes = check_resume_settings(cfg.output_dir, dataclasses.asdict(cfg), allow_changes)
+            if changes:
+                notes["changes_on_resume"] = changes
     dataset = dataset if dataset is not None else load_data(cfg)
-    trainer = Trainer(cfg, dataset)
+    lock = RunLock(cfg.output_dir).acquire() if _is_main_rank() else None
     try:
-        return trainer.fit(resume=resume)
+        if overwrite and lock is not None:
+            clear_run_outputs(cfg.output_dir)
+        trainer = Trainer(cfg, dataset)
+        try:
+            return trainer.fit(resume=resume, run_notes=notes)
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
+        if lock is not None:
+            lock.release()
+
+
+def run_folder_of(checkpoint: str | Path) -> Path:
+    """The run folder a checkpoint argument belongs to (run folder, checkpoints/step-* folder or weights file)."""
+    weights = resolve_weights(checkpoint)
+    folder = weights.parent
+    return folder.parent.parent if folder.parent.name == "checkpoints" else folder
+
+
+def default_eval_dir(checkpoint: str | Path, rerank: str) -> Path:
+    """`<run>/eval/<time>-<rerank>`: a new folder per evaluation, so none overwrites another."""
+    return run_folder_of(checkpoint) / "eval" / f"{time.strftime('%Y%m%d-%H%M%S')}-{rerank}"
+
+
+def _check_eval_output(out: Path, overwrite: bool) -> None:
+    if (out / "results.json").exists() and not overwrite:
+        raise ConfigError(f"--output {out}: holds the results of an earlier evaluation; pass --overwrite to "
+                          "replace them, or choose another folder (without --output each evaluation gets its "
+                          "own folder under <run>/eval/)")
+
+
+def _load_for_inference(cfg: ExperimentConfig, checkpoint: str | Path, explicit: Iterable[str]):
+    method = load_bundle(checkpoint)
+    cfg, notes = model_preprocessing(cfg, method.info, explicit)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    return cfg, method
 
 
 def run_evaluation(cfg: ExperimentConfig, checkpoint: str | Path, rerank: str | None = None,
-                   output_dir: str | Path | None = None, dataset: ReidDataset | None = None) -> dict[str, Any]:
+                   output_dir: str | Path | None = None, dataset: ReidDataset | None = None,
+                   overwrite: bool = False, explicit: Iterable[str] = ()) -> dict[str, Any]:
+    """Evaluate weights under the dataset's protocol; results.json and ranked.npz go to a folder of their own.
+
+    `explicit`: config keys the user set on the command line (they win over the model's own preprocessing).
+    """
+    rerank = rerank or cfg.eval.rerank
+    out = Path(output_dir) if output_dir is not None else None
+    preflight(cfg, "eval", output_dir=out, rerank=rerank, check_data=dataset is None)
+    if out is not None:
+        _check_eval_output(out, overwrite)
+    resolve_weights(checkpoint)  # a wrong --checkpoint fails before the images are read
+    out = out if out is not None else default_eval_dir(checkpoint, rerank)
     dataset = dataset if dataset is not None else load_data(cfg)
+    cfg, method = _load_for_inference(cfg, checkpoint, explicit)
     device = pick_device(cfg.train.device)
-    method = load_bundle(checkpoint).to(device)
-    out = Path(output_dir) if output_dir is not None else Path(cfg.output_dir) / "eval"
-    write_run_info(out, cfg, cfg.seed, {"checkpoint": str(checkpoint), "rerank": rerank or cfg.eval.rerank})
-    return evaluate_method(method, dataset, cfg, device, out, amp=cfg.train.amp and device.type == "cuda",
-                           rerank=rerank)
+    method = method.to(device)
+    results = evaluate_method(method, dataset, cfg, device, out, amp=cfg.train.amp and device.type == "cuda",
+                              rerank=rerank)
+    write_run_info(out, cfg, cfg.seed, {"checkpoint": str(checkpoint), "rerank": rerank})
+    results["output_dir"] = str(out)
+    return results
 
 
 def run_extraction(cfg: ExperimentConfig, checkpoint: str | Path, output: str | Path, split: str = "all",
-                   dataset: ReidDataset | None = None) -> dict[str, int]:
+                   dataset: ReidDataset | None = None, explicit: Iterable[str] = ()) -> dict[str, int]:
     """Write features with their vehicle ids, camera ids and image paths to one .npz file."""
+    preflight(cfg, "extract", output_file=output, check_data=dataset is None)
+    resolve_weights(checkpoint)
     dataset = dataset if dataset is not None else load_data(cfg)
+    cfg, method = _load_for_inference(cfg, checkpoint, explicit)
     device = pick_device(cfg.train.device)
-    method = load_bundle(checkpoint).to(device)
+    method = method.to(device)
     splits = ("train", "query", "gallery") if split == "all" else (split,)
     arrays: dict[str, np.ndarray] = {}
     counts = {}
@@ -65,4 +143,4 @@ def run_extraction(cfg: ExperimentConfig, checkpoint: str | Path, output: str | 
     return counts
 
 
-__all__ = ["run_training", "run_evaluation", "run_extraction", "load_data"]
+__all__ = ["run_training", "run_evaluation", "run_extraction", "load_data", "default_eval_dir"]

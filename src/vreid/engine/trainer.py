@@ -16,13 +16,14 @@ from rich.console import Console
 from vreid.config.schema import ExperimentConfig
 from vreid.data.records import ReidDataset, relabel
 from vreid.engine import checkpoint as ckpt
-from vreid.engine.bundle import save_bundle
+from vreid.engine.bundle import save_bundle, write_model_info
 from vreid.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from vreid.engine.hooks import Hook
 from vreid.engine.metrics_log import MetricsLog
 from vreid.engine.optim import build_optimizer
 from vreid.engine.run_info import write_run_info
 from vreid.engine.schedule import build_schedule
+from vreid.errors import RunStopped
 from vreid.methods import DataInfo, ReidMethod, build_method
 
 console = Console(stderr=True)
@@ -56,6 +57,10 @@ def data_info(cfg: ExperimentConfig, dataset: ReidDataset, num_classes: int) -> 
 
 class StopRequested(Exception):
     """Raised inside the loop after SIGTERM/SIGINT, once the current step is done and checkpointed."""
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 class Trainer:
@@ -96,7 +101,7 @@ class Trainer:
         self.step = 0
         self.steps_this_epoch = 0
         self.labels_version = 0
-        self._stop = False
+        self._stop: int | None = None  # the signal that asked the loop to stop
         self.log = MetricsLog(self.output_dir, cfg.train.tensorboard, enabled=self.dist.is_main)
         self.last_eval: dict[str, Any] = {}
 
@@ -159,12 +164,16 @@ class Trainer:
             h.after_step(self, batch, outputs, losses)
         return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
 
-    def fit(self, resume: bool = False) -> dict[str, Any]:
+    def fit(self, resume: bool = False, run_notes: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train to the end (or to a stop signal) and evaluate; `run_notes` go into run_info.json."""
         cfg = self.cfg
+        resumed_mid_epoch = self._resume() if resume else False  # first: a failed resume must change nothing
         if self.dist.is_main:
+            ckpt.remove_stale_temporaries(self.output_dir / "checkpoints")
             write_run_info(self.output_dir, cfg, cfg.seed, {"world_size": self.dist.world_size,
-                                                             "device": str(self.device)})
-        resumed_mid_epoch = self._resume() if resume else False
+                                                             "device": str(self.device), **(run_notes or {})})
+            write_model_info(self.output_dir, self.method)  # every checkpoint is evaluable from the start
+            self._announce()
         old_handlers = self._install_signal_handlers()
         try:
             for h in self.hooks:
@@ -179,8 +188,10 @@ class Trainer:
             results = self.evaluate() if self.dataset.query and self.dataset.gallery else {}
             return results
         except StopRequested:
-            console.print(f"[yellow]stopped at step {self.step}; continue with --resume[/yellow]")
-            return {"stopped_at_step": self.step}
+            name = signal.Signals(self._stop).name if self._stop else "a signal"
+            raise RunStopped(f"stopped by {name} at step {self.step} (checkpoint saved in "
+                             f"{self.output_dir / 'checkpoints'}); continue with the same command and --resume",
+                             signum=self._stop or signal.SIGTERM) from None
         finally:
             self._restore_signal_handlers(old_handlers)
             self.log.close()
@@ -226,6 +237,31 @@ class Trainer:
                 and self.epoch < cfg.schedule.epochs:
             self.evaluate()
 
+    def _announce(self) -> None:
+        """What is about to run, printed before the first (slow) step: data, model, plan."""
+        cfg, train = self.cfg, self.dataset.train
+        ids = len(set(self.labels) - {-1})
+        cams = len({r.camera_id for r in train})
+        steps = self._steps_per_epoch()
+        backbone = getattr(getattr(cfg.model, "backbone", None), "name", None)
+        console.print(
+            f"train: {len(train)} images, {ids} ids, {cams} cameras; query {len(self.dataset.query)}, gallery "
+            f"{len(self.dataset.gallery)}\nmodel: {cfg.model.name}{f' ({backbone})' if backbone else ''}, "
+            f"{parameter_count(self.method) / 1e6:.2f} M parameters, {self.device}"
+            f"{', AMP' if self.amp else ''}{f', {self.dist.world_size} processes' if self.dist.enabled else ''}\n"
+            f"plan: {cfg.schedule.epochs} epochs x {steps} steps of {cfg.data.ids_per_batch} ids x "
+            f"{cfg.data.images_per_id} images, from epoch {self.epoch + 1}; output {self.output_dir}",
+            highlight=False)
+
+    def _steps_per_epoch(self) -> int:
+        from vreid.data.sampler import IdentityBatchSampler
+
+        sampler = IdentityBatchSampler(self.labels, self.cfg.data.ids_per_batch, self.cfg.data.images_per_id,
+                                       seed=self.cfg.seed, epoch=self.epoch, rank=self.dist.rank,
+                                       world_size=self.dist.world_size)
+        steps = sampler.batches_per_epoch
+        return min(steps, self.cfg.train.steps_per_epoch) if self.cfg.train.steps_per_epoch else steps
+
     # ----- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
@@ -243,13 +279,9 @@ class Trainer:
         barrier(self.dist)
 
     def _resume(self) -> bool:
-        folder = ckpt.latest_checkpoint(self.output_dir / "checkpoints")
-        if folder is None:
-            raise ckpt.CheckpointError(
-                f"{self.output_dir / 'checkpoints' / 'last.json'}: no checkpoint to resume from; "
-                "run without --resume, or point output_dir at the folder of the run to continue"
-            )
-        state = ckpt.load_training_checkpoint(folder, self.method)
+        folder, state, skipped = ckpt.load_latest_intact(self.output_dir / "checkpoints", self.method)
+        for reason in skipped if self.dist.is_main else ():
+            console.print(f"[yellow]skipped a damaged checkpoint[/yellow] {reason}", highlight=False)
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
@@ -267,7 +299,7 @@ class Trainer:
 
     def _install_signal_handlers(self):
         def request_stop(signum, frame):
-            self._stop = True
+            self._stop = signum
 
         try:
             return {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -17,3 +17,31 @@ RERANKERS.register("sparse", exact=False, options="k=30 lambda_value=0.3 knn_bac
 RERANKERS.register("aqe", exact=False, options="k=5 expand_gallery=False")(QueryExpansionDistances)
 RERANKERS.register("alpha_qe", exact=False, options="k=5 alpha=3.0 expand_gallery=False")(
     AlphaQueryExpansionDistances)
+
+#: Arguments every factory takes from the evaluator itself, never from `eval.rerank_options`.
+_EVALUATOR_ARGS = ("self", "qf", "gf", "metric")
+
+
+def rerank_option_names(name: str) -> list[str]:
+    """The keyword options the named re-ranker accepts (what `eval.rerank_options` may hold)."""
+    import inspect
+
+    params = inspect.signature(RERANKERS.get(name)).parameters
+    return [p for p in params if p not in _EVALUATOR_ARGS]
+
+
+def check_rerank_options(name: str, options: dict[str, Any]) -> str | None:
+    """None if `options` fit re-ranker `name`, else what is wrong and the accepted names."""
+    if name in (None, "", "none"):  # options may be meant for a re-ranker chosen at run time (--rerank)
+        return None
+    accepted = rerank_option_names(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        return f"'{unknown[0]}' is not an option of re-ranker '{name}'; it takes: {', '.join(accepted)}"
+    backend = options.get("knn_backend")
+    if backend is not None:
+        from vreid.rerank.knn import KNN_BACKENDS
+
+        if backend not in KNN_BACKENDS:
+            return f"knn_backend {backend!r} is not one of {', '.join(KNN_BACKENDS.names())}"
+    return None

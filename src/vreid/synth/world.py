@@ -12,11 +12,16 @@ import numpy as np
 from PIL import Image
 
 from vreid.synth.cameras import CameraSpec, Light, Pose, frame_rng, make_camera, sample_pose
+from vreid.errors import VreidError
 from vreid.synth.catalog import Identity, get_preset, sample_identity
 from vreid.synth.render import FlatMesh, render_view, vehicle_mesh
 
 LAYOUTS = ("veri776", "vehicleid", "veriwild", "folder")
 FPS = 25.0  # frame numbers in VeRi-776 file names count frames of a 25 fps clock
+
+
+class SynthConfigError(VreidError, ValueError):
+    """World settings that cannot be rendered; the message lists each bad value and its rule."""
 
 
 @dataclass
@@ -58,7 +63,7 @@ class SynthConfig:
         except ValueError as e:
             problems.append(str(e))
         if problems:
-            raise ValueError("bad SynthConfig: " + "; ".join(problems))
+            raise SynthConfigError("bad synthetic world settings: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)

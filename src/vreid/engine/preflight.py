@@ -1,0 +1,146 @@
+"""Checks that run before any expensive work (rendering, parsing, extraction, training), so a typo costs seconds.
+
+Each check raises a ConfigError naming the key (or path) and the fix. Nothing here writes to disk.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from vreid.config.loader import ConfigError
+from vreid.config.schema import ExperimentConfig
+
+#: What each job needs from the dataset on disk.
+SPLITS_NEEDED = {"train": ("train",), "eval": ("query", "gallery"), "extract": ()}
+
+
+def _pretrained_fields(obj: Any, prefix: str) -> Iterator[tuple[Any, str, str]]:
+    """(dataclass, field name, dotted key) of every `pretrained` path in a nested config."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}.{f.name}"
+        if f.name == "pretrained":
+            yield obj, f.name, key
+        elif dataclasses.is_dataclass(value):
+            yield from _pretrained_fields(value, key)
+
+
+def check_pretrained_files(cfg: ExperimentConfig) -> None:
+    """Every local weights file the model names exists (weights are never downloaded)."""
+    for obj, name, key in _pretrained_fields(cfg.model, "model"):
+        value = getattr(obj, name)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"key '{key}': weights file {value} not found; give the path of a local weights "
+                              "file (nothing is downloaded), or null for random initialisation", key=key,
+                              detail=f"weights file {value} not found")
+
+
+def check_model_builds(cfg: ExperimentConfig) -> None:
+    """Build the method on the meta device (no memory, no weights), so wrong combinations fail now.
+
+    A method that cannot be built with these settings (a block count its backbone lacks, an unknown backbone
+    option) raises ValueError/TypeError/KeyError/IndexError in its constructor; that becomes a ConfigError.
+    """
+    import torch
+
+    from vreid.methods import DataInfo, build_method
+
+    model_cfg = copy.deepcopy(cfg.model)
+    for obj, name, _ in _pretrained_fields(model_cfg, "model"):
+        setattr(obj, name, None)
+    info = DataInfo(num_classes=8, num_cameras=4, height=cfg.data.height, width=cfg.data.width,
+                    mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
+    try:
+        with torch.device("meta"):
+            build_method(model_cfg, info)
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        key = text.split(":", 1)[0] if text.startswith("model.") else "model"
+        raise ConfigError(f"key '{key}': method '{cfg.model.name}' cannot be built with these settings: {text}",
+                          key=key, detail=text) from None
+
+
+def nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_dir(folder: str | os.PathLike, key: str) -> None:
+    """`folder` exists and is a writable folder, or can be created; nothing is created here."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{key} {folder}: exists and is not a folder; choose another path", key=key)
+    base = nearest_existing(folder)
+    if not base.is_dir():
+        raise ConfigError(f"{key} {folder}: {base} is a file, so the folder cannot be made; choose another path",
+                          key=key)
+    try:  # os.access ignores read-only mounts and ACLs; a real file is the honest test
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{key} {folder}: cannot write in {base} ({e.strerror}); choose a folder you can "
+                          "write to", key=key) from None
+
+
+def check_writable_file(path: str | os.PathLike, key: str) -> None:
+    """The file at `path` can be written (its folder exists or can be made, and is writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{key} {path}: is a folder; give a file name, e.g. {path / 'features.npz'}", key=key)
+    check_writable_dir(path.parent, key)
+
+
+def check_dataset_root(cfg: ExperimentConfig, job: str) -> None:
+    """data.root is given, is a folder, and holds the list files of the splits the job needs."""
+    from vreid.data.layouts import LAYOUTS
+
+    root = cfg.data.root
+    if not root:
+        raise ConfigError("key 'data.root': no dataset root given; set data.root=/path/to/dataset (and "
+                          "data.layout)", key="data.root")
+    if not Path(root).is_dir():
+        raise ConfigError(f"key 'data.root': {root} is not a folder; point data.root at the unpacked dataset",
+                          key="data.root")
+    layout = LAYOUTS.get(cfg.data.layout)
+    for split in SPLITS_NEEDED[job]:
+        rel = layout.list_file(split, cfg.data.test_size)
+        if rel and not (Path(root) / rel).exists():
+            raise ConfigError(f"{Path(root) / rel}: missing; `vreid {job}` needs the {split} split of the "
+                              f"{cfg.data.layout} layout (see docs/datasets.md), or check data.root and "
+                              "data.layout", key="data.root")
+
+
+def check_rerank(cfg: ExperimentConfig, rerank: str | None) -> None:
+    """A re-ranker named on the command line exists and the config's rerank_options fit it."""
+    from vreid.rerank import RERANKERS, check_rerank_options
+
+    if rerank in (None, "none", ""):
+        return
+    if rerank not in RERANKERS:
+        raise ConfigError(f"--rerank {rerank!r} is not one of none, {', '.join(RERANKERS.names())}")
+    problem = check_rerank_options(rerank, cfg.eval.rerank_options)
+    if problem:
+        raise ConfigError(f"key 'eval.rerank_options' with --rerank {rerank}: {problem}; set "
+                          "eval.rerank_options={} or options of this re-ranker", key="eval.rerank_options")
+
+
+def preflight(cfg: ExperimentConfig, job: str, *, output_dir: str | os.PathLike | None = None,
+              output_file: str | os.PathLike | None = None, rerank: str | None = None,
+              check_data: bool = True) -> None:
+    """Every up-front check of one job ('train', 'eval' or 'extract'); raises on the first problem."""
+    if check_data:
+        check_dataset_root(cfg, job)
+    if output_dir is not None:
+        check_writable_dir(output_dir, "output_dir" if job == "train" else "--output")
+    if output_file is not None:
+        check_writable_file(output_file, "--output")
+    check_rerank(cfg, rerank)
+    if job == "train":
+        check_pretrained_files(cfg)
+        check_model_builds(cfg)
