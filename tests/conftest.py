@@ -31,3 +31,13 @@ def tiny_overrides(root, out, **extra) -> list[str]:
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_world, tmp_path_factory):
+    """(run folder, results) of a finished tiny `bot` run on `tiny_world` (trained through run_training)."""
+    from vreid.config import load_experiment
+    from vreid.engine.run import run_training
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    return out, run_training(load_experiment(None, tiny_overrides(tiny_world, out)))

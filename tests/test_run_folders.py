@@ -52,10 +52,8 @@ def crashed_run(world, out, crash_step: int, **extra):
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_world, tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference")
-    results = run_training(cfg_for(tiny_world, out))
-    return out, results
+def reference(finished_run):
+    return finished_run
 
 
 def test_a_folder_with_a_run_is_refused_then_overwritten(reference, tiny_world, tmp_path):

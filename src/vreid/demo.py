@@ -80,7 +80,7 @@ def run_demo(s: DemoSettings, overrides: list[str] | None = None) -> dict[str, A
     demo_world(s)  # bad world settings fail here, before anything is rendered
     cfg = load_experiment(s.config, [f"data.root={out / 'data'}", f"output_dir={out / 'bot'}",
                                      f"seed={s.seed}", *(overrides or [])])
-    preflight(cfg, "train", output_dir=out / "bot", check_data=False)
+    preflight(cfg, "train", check_data=False)
     t0 = time.perf_counter()
     console.print(f"[bold]1/4[/bold] rendering the synthetic world ({s.ids} vehicles, {s.cameras} cameras, "
                   f"preset {s.preset}) into {out / 'data'}")

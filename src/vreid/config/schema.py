@@ -156,7 +156,28 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
     model = data.setdefault("model", {})
     if isinstance(model, dict):
         model.setdefault("name", "bot")
+    file = str(path) if path is not None else "<defaults>"
     try:
-        return build(ExperimentConfig, data, file=str(path) if path is not None else "<defaults>")
+        cfg = build(ExperimentConfig, data, file=file)
     except ConfigError as e:
         raise attribute_to_override(e, list(overrides or [])) from None
+    cfg.source = ConfigSource(file, list(overrides or []))
+    return cfg
+
+
+@dataclass
+class ConfigSource:
+    """Where a loaded config came from, so that later checks blame the YAML file or the override that set a key."""
+
+    file: str = "<defaults>"
+    overrides: list[str] = field(default_factory=list)
+
+    def error(self, key: str, detail: str) -> ConfigError:
+        """A ConfigError for `key`, naming the override that set it or else the file."""
+        return attribute_to_override(ConfigError(f"{self.file}: key '{key}': {detail}", file=self.file, key=key,
+                                                 detail=detail), self.overrides)
+
+
+def config_error(cfg: Any, key: str, detail: str) -> ConfigError:
+    """A ConfigError about `key` of a loaded config (its source, if known, is named)."""
+    return getattr(cfg, "source", ConfigSource()).error(key, detail)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from vreid.config.loader import ConfigError
-from vreid.config.schema import ExperimentConfig
+from vreid.config.schema import ExperimentConfig, config_error
 
 #: What each job needs from the dataset on disk.
 SPLITS_NEEDED = {"train": ("train",), "eval": ("query", "gallery"), "extract": ()}
@@ -34,9 +34,8 @@ def check_pretrained_files(cfg: ExperimentConfig) -> None:
     for obj, name, key in _pretrained_fields(cfg.model, "model"):
         value = getattr(obj, name)
         if value and not Path(value).is_file():
-            raise ConfigError(f"key '{key}': weights file {value} not found; give the path of a local weights "
-                              "file (nothing is downloaded), or null for random initialisation", key=key,
-                              detail=f"weights file {value} not found")
+            raise config_error(cfg, key, f"weights file {value} not found; give the path of a local weights file "
+                                         "(nothing is downloaded), or null for random initialisation")
 
 
 def check_model_builds(cfg: ExperimentConfig) -> None:
@@ -59,9 +58,9 @@ def check_model_builds(cfg: ExperimentConfig) -> None:
             build_method(model_cfg, info)
     except (ValueError, TypeError, KeyError, IndexError) as e:
         text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        key = text.split(":", 1)[0] if text.startswith("model.") else "model"
-        raise ConfigError(f"key '{key}': method '{cfg.model.name}' cannot be built with these settings: {text}",
-                          key=key, detail=text) from None
+        key, detail = text.split(": ", 1) if text.startswith("model.") and ": " in text else ("model", text)
+        raise config_error(cfg, key, f"method '{cfg.model.name}' cannot be built with these settings: "
+                                     f"{detail}") from None
 
 
 def nearest_existing(path: Path) -> Path:
@@ -71,28 +70,40 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_writable_dir(folder: str | os.PathLike, key: str) -> None:
-    """`folder` exists and is a writable folder, or can be created; nothing is created here."""
+def writable_dir_problem(folder: str | os.PathLike) -> str | None:
+    """None if `folder` is a writable folder or can be created (nothing is created here), else what is wrong."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{key} {folder}: exists and is not a folder; choose another path", key=key)
+        return f"{folder} exists and is not a folder; choose another path"
     base = nearest_existing(folder)
     if not base.is_dir():
-        raise ConfigError(f"{key} {folder}: {base} is a file, so the folder cannot be made; choose another path",
-                          key=key)
+        return f"{folder} cannot be made: {base} is a file, not a folder; choose another path"
     try:  # os.access ignores read-only mounts and ACLs; a real file is the honest test
         with tempfile.TemporaryFile(dir=base):
             pass
     except OSError as e:
-        raise ConfigError(f"{key} {folder}: cannot write in {base} ({e.strerror}); choose a folder you can "
-                          "write to", key=key) from None
+        return f"{folder} cannot be written: {base}: {e.strerror}; choose a folder you can write to"
+    return None
+
+
+def check_writable_dir(folder: str | os.PathLike, option: str) -> None:
+    """The folder named by a command-line option can be written."""
+    problem = writable_dir_problem(folder)
+    if problem:
+        raise ConfigError(f"{option}: {problem}")
+
+
+def check_output_dir(cfg: ExperimentConfig) -> None:
+    problem = writable_dir_problem(cfg.output_dir)
+    if problem:
+        raise config_error(cfg, "output_dir", problem)
 
 
 def check_writable_file(path: str | os.PathLike, key: str) -> None:
     """The file at `path` can be written (its folder exists or can be made, and is writable)."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{key} {path}: is a folder; give a file name, e.g. {path / 'features.npz'}", key=key)
+        raise ConfigError(f"{key} {path}: is a folder; give a file name, e.g. {path / 'features.npz'}")
     check_writable_dir(path.parent, key)
 
 
@@ -102,18 +113,17 @@ def check_dataset_root(cfg: ExperimentConfig, job: str) -> None:
 
     root = cfg.data.root
     if not root:
-        raise ConfigError("key 'data.root': no dataset root given; set data.root=/path/to/dataset (and "
-                          "data.layout)", key="data.root")
+        raise config_error(cfg, "data.root", "no dataset root given; set data.root=/path/to/dataset (and "
+                                             "data.layout)")
     if not Path(root).is_dir():
-        raise ConfigError(f"key 'data.root': {root} is not a folder; point data.root at the unpacked dataset",
-                          key="data.root")
+        raise config_error(cfg, "data.root", f"{root} is not a folder; point data.root at the unpacked dataset")
     layout = LAYOUTS.get(cfg.data.layout)
     for split in SPLITS_NEEDED[job]:
         rel = layout.list_file(split, cfg.data.test_size)
         if rel and not (Path(root) / rel).exists():
             raise ConfigError(f"{Path(root) / rel}: missing; `vreid {job}` needs the {split} split of the "
-                              f"{cfg.data.layout} layout (see docs/datasets.md), or check data.root and "
-                              "data.layout", key="data.root")
+                              f"{cfg.data.layout} layout (see docs/datasets.md); add it, or check data.root and "
+                              "data.layout")
 
 
 def check_rerank(cfg: ExperimentConfig, rerank: str | None) -> None:
@@ -126,18 +136,23 @@ def check_rerank(cfg: ExperimentConfig, rerank: str | None) -> None:
         raise ConfigError(f"--rerank {rerank!r} is not one of none, {', '.join(RERANKERS.names())}")
     problem = check_rerank_options(rerank, cfg.eval.rerank_options)
     if problem:
-        raise ConfigError(f"key 'eval.rerank_options' with --rerank {rerank}: {problem}; set "
-                          "eval.rerank_options={} or options of this re-ranker", key="eval.rerank_options")
+        raise config_error(cfg, "eval.rerank_options", f"with --rerank {rerank}: {problem}; set "
+                                                       "eval.rerank_options={} or options of this re-ranker")
 
 
 def preflight(cfg: ExperimentConfig, job: str, *, output_dir: str | os.PathLike | None = None,
               output_file: str | os.PathLike | None = None, rerank: str | None = None,
               check_data: bool = True) -> None:
-    """Every up-front check of one job ('train', 'eval' or 'extract'); raises on the first problem."""
+    """Every up-front check of one job ('train', 'eval' or 'extract'); raises on the first problem.
+
+    Training checks `cfg.output_dir`; evaluation an `output_dir` given on the command line; extraction `output_file`.
+    """
     if check_data:
         check_dataset_root(cfg, job)
-    if output_dir is not None:
-        check_writable_dir(output_dir, "output_dir" if job == "train" else "--output")
+    if job == "train":
+        check_output_dir(cfg)
+    elif output_dir is not None:
+        check_writable_dir(output_dir, "--output")
     if output_file is not None:
         check_writable_file(output_file, "--output")
     check_rerank(cfg, rerank)

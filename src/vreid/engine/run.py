@@ -42,7 +42,7 @@ def _is_main_rank() -> bool:
 def run_training(cfg: ExperimentConfig, resume: bool = False, dataset: ReidDataset | None = None,
                  overwrite: bool = False, allow_changes: bool = False) -> dict[str, Any]:
     """Train `cfg` into `cfg.output_dir`: a fresh folder, `resume` a stopped run, or `overwrite` an old one."""
-    preflight(cfg, "train", output_dir=cfg.output_dir, check_data=dataset is None)
+    preflight(cfg, "train", check_data=dataset is None)
     notes: dict[str, Any] = {}
     if _is_main_rank():  # the other ranks would see rank 0's first files and refuse
         check_new_run(cfg.output_dir, resume, overwrite)

@@ -60,7 +60,13 @@ class BotConfig(MethodConfig):
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
-    return create_backbone(cfg.name, pretrained=cfg.pretrained, last_stride=cfg.last_stride, **cfg.options)
+    try:
+        return create_backbone(cfg.name, pretrained=cfg.pretrained, last_stride=cfg.last_stride, **cfg.options)
+    except TypeError as e:  # an option the builder does not take: name the config key, not the function
+        if cfg.options and "argument" in str(e):
+            raise ValueError(f"model.backbone.options: {e} (options given: {', '.join(cfg.options)}); remove "
+                             f"the ones backbone '{cfg.name}' does not take") from None
+        raise
 
 
 class CenterGradRescale(Hook):

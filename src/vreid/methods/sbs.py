@@ -67,7 +67,10 @@ class StrongerBaseline(BagOfTricks):
     def __init__(self, cfg: SbsConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
         if any(cfg.non_local):
-            insert_non_local(self.backbone, cfg.non_local, cfg.non_local_reduction)
+            try:
+                insert_non_local(self.backbone, cfg.non_local, cfg.non_local_reduction)
+            except ValueError as e:
+                raise ValueError(f"model.non_local: {str(e).removeprefix('non_local: ')}") from None
         # frozen parameters get no gradient for a while: DDP must not wait for them
         self.find_unused_parameters = cfg.freeze_backbone_steps > 0
 
