@@ -14,9 +14,9 @@ from vreid.fileio import atomic_path, write_json_atomic
 from vreid.methods import ReidMethod
 
 
-def evaluate_split(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDataset, cfg: ExperimentConfig,
-                      rerank: str | None = None) -> dict[str, Any]:
-    """Metrics as a flat dict of fractions (mAP, mINP, rank1, rank5, rank10) plus protocol details.
+def evaluate_split_result(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDataset, cfg: ExperimentConfig,
+                          rerank: str | None = None, top_k: int = 0):
+    """The EvalResult under the dataset's protocol (with `top_k` ranked lists by the re-ranked distances).
 
     Raises EvaluationError when no query has a match (the metrics would be 0 for a reason that is not the model).
     """
@@ -27,28 +27,44 @@ def evaluate_split(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDataset, cfg
     result = evaluate_protocol(
         protocol, qf, gf, dataset.query, dataset.gallery, metric=cfg.eval.metric,
         rerank=rerank if rerank is not None else cfg.eval.rerank, rerank_options=cfg.eval.rerank_options,
+        top_k=top_k,
     )
-    return require_matches(result, where=f"dataset at {dataset.root}").to_dict()
+    return require_matches(result, where=f"dataset at {dataset.root}")
+
+
+def evaluate_split(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDataset, cfg: ExperimentConfig,
+                   rerank: str | None = None) -> dict[str, Any]:
+    """Metrics as a flat dict of fractions (mAP, mINP, rank1, rank5, rank10) plus protocol details."""
+    return evaluate_split_result(qf, gf, dataset, cfg, rerank).to_dict()
 
 
 def evaluate_method(method: ReidMethod, dataset: ReidDataset, cfg: ExperimentConfig, device: torch.device,
                     output_dir: str | Path | None = None, amp: bool = False,
                     rerank: str | None = None) -> dict[str, Any]:
+    """Embed query and gallery, score them; with `output_dir`, write results.json and ranked.npz there.
+
+    The ranked lists follow the distances the metrics used (re-ranked ones too); under the VehicleID protocol,
+    whose gallery is drawn anew per seed, they rank the whole test list by feature distance.
+    """
     qf = extract_features(method, dataset.query, cfg.data, device, flip=cfg.eval.flip, amp=amp)
     gf = extract_features(method, dataset.gallery, cfg.data, device, flip=cfg.eval.flip, amp=amp)
-    results = evaluate_split(qf, gf, dataset, cfg, rerank)
+    result = evaluate_split_result(qf, gf, dataset, cfg, rerank, top_k=cfg.eval.top_k if output_dir else 0)
+    results = result.to_dict()
     if output_dir is not None:
         output_dir = Path(output_dir)
+        if result.ranked_indices is None:
+            from vreid.eval import ranked_topk
+
+            ranked = ranked_topk(qf, gf, k=min(cfg.eval.top_k, gf.shape[0]), metric=cfg.eval.metric)
+        else:
+            ranked = (result.ranked_indices, result.ranked_distances)
         write_json_atomic(output_dir / "results.json", results)
-        save_ranked_lists(output_dir / "ranked.npz", qf, gf, cfg.eval.top_k, cfg.eval.metric)
+        save_ranked_lists(output_dir / "ranked.npz", *ranked, rerank=results["rerank"])
     return results
 
 
-def save_ranked_lists(path: Path, qf: torch.Tensor, gf: torch.Tensor, k: int, metric: str) -> None:
+def save_ranked_lists(path: Path, indices: np.ndarray, distances: np.ndarray, rerank: str = "none") -> None:
     """Top-k gallery indices and distances per query, for the report and the web page."""
-    from vreid.eval import ranked_topk
-
-    idx, dist = ranked_topk(qf, gf, k=min(k, gf.shape[0]), metric=metric)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, indices=np.asarray(idx), distances=np.asarray(dist))
+            np.savez(f, indices=np.asarray(indices), distances=np.asarray(distances), rerank=np.array(rerank))

@@ -73,8 +73,13 @@ def run_folder_of(checkpoint: str | Path) -> Path:
 
 
 def default_eval_dir(checkpoint: str | Path, rerank: str) -> Path:
-    """`<run>/eval/<time>-<rerank>`: a new folder per evaluation, so none overwrites another."""
-    return run_folder_of(checkpoint) / "eval" / f"{time.strftime('%Y%m%d-%H%M%S')}-{rerank}"
+    """`<run>/eval/<time>-<rerank>[-N]`: a new folder per evaluation, so none overwrites another."""
+    base = run_folder_of(checkpoint) / "eval" / f"{time.strftime('%Y%m%d-%H%M%S')}-{rerank}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
 
 
 def _check_eval_output(out: Path, overwrite: bool) -> None:

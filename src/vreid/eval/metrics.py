@@ -16,6 +16,7 @@ from vreid.eval.distance import (
     DistanceSource, FeatureDistances, MatrixDistances, as_int_array, auto_chunk_size, iter_blocks,
 )
 from vreid.eval.errors import EvaluationError
+from vreid.eval.ranking import topk_block
 from vreid.progress import block_rows, track
 
 #: Gallery images left out of each query's ranked list.
@@ -43,6 +44,9 @@ class EvalResult:
     num_cgm_queries: int | None = None
     average_precision: np.ndarray | None = field(default=None, repr=False)
     first_match_rank: np.ndarray | None = field(default=None, repr=False)
+    #: Q x top_k nearest gallery indices and their distances (before junk removal), when asked for
+    ranked_indices: np.ndarray | None = field(default=None, repr=False)
+    ranked_distances: np.ndarray | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -201,7 +205,7 @@ def _cgm_block(dist: torch.Tensor, rows: np.ndarray, cols: np.ndarray, pos_dist:
 def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: Any = None, g_cams: Any = None,
                        junk_rule: str = "same_id_same_camera", max_rank: int = 50,
                        chunk_size: int | None = None, cgm: bool = False, metric: str = "euclidean",
-                       rerank: str = "none", protocol: str = "custom") -> EvalResult:
+                       rerank: str = "none", protocol: str = "custom", top_k: int = 0) -> EvalResult:
     """Metrics from any DistanceSource (features, a precomputed matrix, a re-ranker), one block at a time."""
     if junk_rule not in JUNK_RULES:
         raise ValueError(f"unknown junk rule '{junk_rule}'; available: {', '.join(JUNK_RULES)}")
@@ -221,9 +225,13 @@ def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: A
     ap, inp, first = np.full(Q, np.nan), np.full(Q, np.nan), np.full(Q, -1, np.int64)
     cgm_q = np.full(Q, np.nan) if cgm else None
     buffer = torch.empty(min(chunk_size, Q), G) if Q else None
+    top_k = min(top_k, G)
+    ranked_idx, ranked_dist = np.zeros((Q, top_k), np.int64), np.zeros((Q, top_k), np.float32)
     for start, stop in track(iter_blocks(Q, chunk_size), "evaluating queries", Q, units=block_rows):
         B = stop - start
         dist = source.block(start, stop, out=buffer[:B])
+        if top_k:  # the ranked list as a user sees it: every gallery item, by these (re-ranked) distances
+            ranked_idx[start:stop], ranked_dist[start:stop] = topk_block(dist, top_k)
         rows, cols = index.same_id(q_ids[start:stop])
         same_cam = g_cams[cols] == q_cams[start + rows]
         source_junk = dist[torch.from_numpy(rows[same_cam]), torch.from_numpy(cols[same_cam])].numpy() \
@@ -258,6 +266,7 @@ def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: A
         mAP=float(ap[valid].mean()) if n_valid else 0.0, mINP=float(inp[valid].mean()) if n_valid else 0.0,
         cmc=cmc.astype(np.float64), num_queries=Q, num_valid_queries=n_valid, junk_rule=junk_rule,
         metric=metric, rerank=rerank, protocol=protocol, average_precision=ap, first_match_rank=first,
+        ranked_indices=ranked_idx if top_k else None, ranked_distances=ranked_dist if top_k else None,
     )
     if cgm:
         scored = ~np.isnan(cgm_q)

@@ -31,7 +31,7 @@ def distance_source(qf: Any, gf: Any, metric: str = "euclidean", rerank: str = "
 def evaluate(qf: Any, gf: Any, q_ids: Any, g_ids: Any, q_cams: Any = None, g_cams: Any = None,
              metric: str = "euclidean", rerank: str = "none", junk_rule: str = "same_id_same_camera",
              max_rank: int = 50, chunk_size: int | None = None, rerank_options: dict[str, Any] | None = None,
-             cgm: bool = False, protocol: str = "custom") -> EvalResult:
+             cgm: bool = False, protocol: str = "custom", top_k: int = 0) -> EvalResult:
     """CMC, mAP and mINP of query features against gallery features, in query blocks.
 
     Features: numpy arrays or tensors (Q x D, G x D). `junk_rule`: "same_id_same_camera" (VeRi-776,
@@ -41,9 +41,12 @@ def evaluate(qf: Any, gf: Any, q_ids: Any, g_ids: Any, q_cams: Any = None, g_cam
     >>> r.mAP, r.cmc[0], r.mINP                               # doctest: +SKIP
     """
     source = distance_source(qf, gf, metric, rerank, rerank_options)
-    return evaluate_distances(source, q_ids, g_ids, q_cams, g_cams, junk_rule=junk_rule, max_rank=max_rank,
-                              chunk_size=chunk_size, cgm=cgm, metric=metric, rerank=rerank or "none",
-                              protocol=protocol)
+    result = evaluate_distances(source, q_ids, g_ids, q_cams, g_cams, junk_rule=junk_rule, max_rank=max_rank,
+                                chunk_size=chunk_size, cgm=cgm, metric=metric, rerank=rerank or "none",
+                                protocol=protocol, top_k=top_k)
+    if result.ranked_distances is not None and isinstance(source, FeatureDistances) and metric == "euclidean":
+        np.sqrt(result.ranked_distances, out=result.ranked_distances)  # features give squared distances
+    return result
 
 
 def _labels(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +109,7 @@ def vehicleid(qf: Any, gf: Any, query: Sequence[ImageRecord], gallery: Sequence[
     ids, _ = _labels(records)
     _require_vehicleid_queries(ids)
     kw.pop("junk_rule", None)
+    kw.pop("top_k", None)  # each draw has its own gallery: ranked lists come from the caller's features
     draws = []
     for seed in seeds:
         g_idx, q_idx = vehicleid_gallery_draw(ids, seed)

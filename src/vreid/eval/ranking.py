@@ -22,19 +22,26 @@ def ranked_topk(qf: Any, gf: Any, k: int = 10, metric: str = "euclidean", chunk_
     chunk_size = chunk_size or auto_chunk_size(G, bytes_per_element=4)
     indices, distances = np.zeros((Q, k), np.int64), np.zeros((Q, k), np.float32)
     for start, stop in iter_blocks(Q, chunk_size):
-        dist = src.block(start, stop)
-        # topk's order among equal values is unspecified: take a margin, then sort (distance, index) exactly
-        kk = min(G, k + 8)
-        vals, idx = torch.topk(dist, kk, dim=1, largest=False, sorted=True)
-        vals, idx = vals.numpy(), idx.numpy()
-        for r in range(stop - start):
-            cutoff = vals[r, k - 1]
-            if kk < G and vals[r, -1] == cutoff:  # ties run past the margin: rank this row exactly
-                order = np.lexsort((np.arange(G), dist[r].numpy()))[:k]
-                indices[start + r], distances[start + r] = order, dist[r].numpy()[order]
-                continue
-            order = np.lexsort((idx[r], vals[r]))[:k]
-            indices[start + r], distances[start + r] = idx[r, order], vals[r, order]
+        indices[start:stop], distances[start:stop] = topk_block(src.block(start, stop), k)
     if source is None and metric == "euclidean":
         np.sqrt(distances, out=distances)
+    return indices, distances
+
+
+def topk_block(dist: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k smallest entries of each row of a block, in stable order (distance, then gallery index)."""
+    B, G = dist.shape
+    k = min(k, G)
+    # topk's order among equal values is unspecified: take a margin, then sort (distance, index) exactly
+    kk = min(G, k + 8)
+    vals, idx = torch.topk(dist, kk, dim=1, largest=False, sorted=True)
+    vals, idx = vals.numpy(), idx.numpy()
+    indices, distances = np.zeros((B, k), np.int64), np.zeros((B, k), np.float32)
+    for r in range(B):
+        if kk < G and vals[r, -1] == vals[r, k - 1]:  # ties run past the margin: rank this row exactly
+            order = np.lexsort((np.arange(G), dist[r].numpy()))[:k]
+            indices[r], distances[r] = order, dist[r].numpy()[order]
+            continue
+        order = np.lexsort((idx[r], vals[r]))[:k]
+        indices[r], distances[r] = idx[r, order], vals[r, order]
     return indices, distances
