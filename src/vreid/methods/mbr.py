@@ -125,7 +125,10 @@ class MultiBranchReid(ReidMethod):
         self.dims: list[int] = []
         for i, spec in enumerate(cfg.branches):
             opts = dict(spec.options)
-            branch = build_branch(spec.kind, trunk, input_roll=opts.pop("input_roll", 0.0), **opts)
+            try:
+                branch = build_branch(spec.kind, trunk, input_roll=opts.pop("input_roll", 0.0), **opts)
+            except TypeError as e:  # an option this branch kind does not take: name the config key
+                raise ValueError(f"model.branches[{i}].options: {e}; remove it (branch kind {spec.kind})") from None
             if len(spec.embeddings) != branch.num_embeddings:
                 raise ValueError(f"branches[{i}] ({spec.kind}) yields {branch.num_embeddings} embeddings but "
                                  f"lists {len(spec.embeddings)} in 'embeddings'")
