@@ -10,7 +10,8 @@ def register(app: typer.Typer) -> None:
     @app.command("demo", epilog="Example: vreid demo --output runs/demo --ids 160 --cameras 8")
     def demo(
         output: str = typer.Option("runs/demo", "--output", "-o", help="Folder for data, run and report.html"),
-        config: str = typer.Option("configs/bot/synthetic.yaml", "--config", help="Training config for bot"),
+        config: str = typer.Option("bot/synthetic", "--config",
+                                    help="Training config for bot: a packaged name (vreid configs) or a YAML file"),
         ids: int = typer.Option(160, help="Vehicles in the synthetic world (train + test)"),
         cameras: int = typer.Option(8, help="Cameras in the synthetic world"),
         preset: str = typer.Option("hard", help="easy | medium | hard"),

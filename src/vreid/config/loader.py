@@ -9,13 +9,31 @@ from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin, get_typ
 
 import yaml
 
+from vreid.config.catalog import resolve_config
 from vreid.errors import VreidError
 
 T = TypeVar("T")
 
 
 class ConfigError(VreidError, ValueError):
-    """A config value is missing, unknown or of the wrong kind. The message names file, key and the fix."""
+    """A config value is missing, unknown or of the wrong kind. The message names file, key and the fix.
+
+    `file`, `key` and `detail` are kept apart so that a caller can say where a value came from (a YAML file or
+    a command-line override).
+    """
+
+    def __init__(self, message: str, file: str | None = None, key: str | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(message)
+        self.file, self.key, self.detail = file, key, detail
+
+
+class FieldError(ValueError):
+    """Raised by a config dataclass's `validate()` for one of its own fields; `build` prefixes the section."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def choices(*allowed: Any, registry: Any = None) -> dict:
@@ -28,16 +46,35 @@ def polymorphic(registry: Any) -> dict:
     return {"polymorphic": registry}
 
 
+def bounds(min: float | None = None, max: float | None = None, above: float | None = None) -> dict:
+    """Field metadata: the number must be >= `min`, <= `max` and > `above` (each optional)."""
+    return {"bounds": (min, max, above)}
+
+
+def _out_of_bounds(value: Any, meta: Mapping[str, Any]) -> str | None:
+    low, high, above = meta.get("bounds", (None, None, None))
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if low is not None and value < low:
+        return f"must be >= {low}, got {value!r}"
+    if high is not None and value > high:
+        return f"must be <= {high}, got {value!r}"
+    if above is not None and value <= above:
+        return f"must be > {above}, got {value!r}"
+    return None
+
+
 def _allowed(meta: Mapping[str, Any]) -> tuple[Any, ...] | None:
     if meta.get("registry") is not None:
-        return tuple(meta["registry"]().names())
+        table = meta["registry"]()
+        return tuple(table.names() if hasattr(table, "names") else table)
     if meta.get("choices"):
         return tuple(meta["choices"])
     return None
 
 
 def _fail(file: str, key: str, msg: str) -> ConfigError:
-    return ConfigError(f"{file}: key '{key}': {msg}")
+    return ConfigError(f"{file}: key '{key}': {msg}", file=file, key=key, detail=msg)
 
 
 def _coerce(value: Any, tp: Any, file: str, key: str) -> Any:
@@ -48,15 +85,15 @@ def _coerce(value: Any, tp: Any, file: str, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[ConfigError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, file, key)
             except ConfigError as e:
-                errors.append(str(e))
-        raise errors and ConfigError(errors[0]) or _fail(file, key, f"bad value {value!r}")
+                errors.append(e)
+        raise errors[0] if errors else _fail(file, key, f"bad value {value!r}")
     if origin is Literal:
         if value not in get_args(tp):
             raise _fail(file, key, f"{value!r} is not one of {', '.join(map(str, get_args(tp)))}")
@@ -128,6 +165,9 @@ def build(cls: type[T], data: Mapping[str, Any] | None, file: str = "<config>", 
         allowed = _allowed(f.metadata)
         if allowed is not None and value is not None and value not in allowed:
             raise _fail(file, key, f"{value!r} is not one of {', '.join(map(str, allowed))}")
+        wrong = _out_of_bounds(value, f.metadata)
+        if wrong:
+            raise _fail(file, key, wrong)
         kwargs[name] = value
     try:
         obj = cls(**kwargs)
@@ -137,6 +177,10 @@ def build(cls: type[T], data: Mapping[str, Any] | None, file: str = "<config>", 
     if callable(validate):
         try:
             validate()
+        except FieldError as e:
+            raise _fail(file, f"{prefix}.{e.key}" if prefix else e.key, str(e)) from None
+        except ConfigError:
+            raise
         except ValueError as e:
             raise _fail(file, prefix or "<root>", str(e)) from None
     return obj
@@ -181,9 +225,21 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return out
 
 
+def attribute_to_override(error: ConfigError, overrides: list[str]) -> ConfigError:
+    """The same error, blamed on the command-line override that set its key (or a section above it), if any."""
+    if error.key is None:
+        return error
+    for text in reversed(overrides):
+        path = ".".join(parse_override(text)[0])
+        if error.key == path or error.key.startswith(path + ".") or path.startswith(error.key + "."):
+            return ConfigError(f"command-line override '{text}': key '{error.key}': {error.detail}",
+                               file="<command line>", key=error.key, detail=error.detail)
+    return error
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; `_base_: other.yaml` (relative to this file) is merged underneath."""
-    path = Path(path)
+    path = resolve_config(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; pass the path of a YAML file (see configs/)")
     try:

@@ -8,6 +8,7 @@ import torch
 from vreid.config.schema import DataConfig
 from vreid.data.records import ImageRecord
 from vreid.methods import ReidMethod
+from vreid.progress import track
 
 
 @torch.no_grad()
@@ -27,7 +28,7 @@ def extract_features(
     method.eval()
     feats = []
     loader = build_test_loader(list(records), data_cfg)
-    for batch in loader:
+    for batch in track(loader, f"embedding {len(records)} images (batches)"):
         images = batch["images"].to(device, non_blocking=True)
         cams = batch["camera_ids"].to(device)
         views = batch["viewpoints"].to(device)

@@ -6,7 +6,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vreid.eval.distance import iter_blocks
+from vreid.eval.distance import auto_chunk_size, distance_block, iter_blocks
+from vreid.eval.ranking import topk_block
+from vreid.progress import block_rows, track
 from vreid.registry import Registry
 
 #: name -> function(x, k, with_row_max, **options) -> (squared distances N x k, indices N x k, row max or None)
@@ -14,6 +16,9 @@ KNN_BACKENDS: Registry = Registry("knn backend")
 
 #: on_block(row_start, row_stop, col_start, col_stop, squared distances) for each block the torch pass computes
 BlockHook = Callable[[int, int, int, int, torch.Tensor], None]
+
+#: Extra neighbours faiss returns so that a tie at the k-th place is seen whole (as in eval.ranking.topk_block)
+TIE_MARGIN = 8
 
 
 def _sort_rows(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,12 +71,12 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
 
     The distance matrix is symmetric, so only blocks on or above the diagonal are computed (N^2 d / 2
     multiply-adds); each serves its rows and, through its columns, the rows below. The first strip of rows
-    seeds every row's list with torch.topk; after that only entries at or below a row's current k-th
-    distance are candidates (a compare and a flatnonzero, no sort), and there are few. Rows come out
-    ordered by (distance, index), as a stable sort of the full row would order them (an exact tie at the
-    k-th place inside the first strip's topk may keep the higher index). `on_block(r0, r1, c0,
-    c1, d)` sees every computed block (r0 <= c0), e.g. to keep the query x gallery part. Blocks are
-    `chunk_size` (default 2048) rows by `block_width` columns.
+    seeds every row's list with every entry at or below the block's k-th smallest (torch.topk gives that
+    bound); after that only entries at or below a row's current k-th distance are candidates (a compare and
+    a flatnonzero, no sort), and there are few. Rows come out as a stable sort of the full row would order
+    them, by (distance, index), ties at the k-th place included. `on_block(r0, r1, c0, c1, d)` sees every
+    computed block (r0 <= c0), e.g. to keep the query x gallery part. Blocks are `chunk_size` (default
+    2048) rows by `block_width` columns.
     """
     n = x.shape[0]
     k = min(k, n)
@@ -86,10 +91,13 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
     left = torch.ones(b, dim + 2)
     right = torch.cat([x * -2.0, torch.ones(n, 1), sq[:, None]], 1)
 
-    def offer_topk(d: torch.Tensor, row0: int, col0: int) -> None:
-        vals, idx = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False)
-        best.merge(row0, np.repeat(np.arange(len(d)), vals.shape[1]), idx.numpy().ravel() + col0,
-                   vals.numpy().ravel())
+    def seed_bound(d: torch.Tensor, row0: int) -> np.ndarray:
+        """What a row of the first strip may take from block `d`: entries at or below its k-th so far and
+        the block's own k-th smallest, so that all members of a tie at the k-th place reach the merge."""
+        # topk only bounds the candidates (its pick among equal values is arbitrary); the merge orders them
+        block_kth = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False).values.amax(1)
+        # at or below 0 everything counts as 0, as the merge clamps it
+        return np.minimum(best.kth[row0:row0 + len(d)], np.maximum(block_kth.numpy(), 0))
 
     def offer_below(dn: np.ndarray, kth: np.ndarray, row0: int, col0: int, transposed: bool) -> None:
         mask = np.less_equal(dn, kth, out=below[: dn.size].reshape(dn.shape))
@@ -99,7 +107,7 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
         else:
             best.merge(row0, r, c + col0, dn[r, c])
 
-    for i0, i1 in iter_blocks(n, b):
+    for i0, i1 in track(iter_blocks(n, b), "kNN rows", n, units=block_rows):
         lb = left[: i1 - i0]
         lb[:, :dim], lb[:, dim] = x[i0:i1], sq[i0:i1]
         for j0 in range(i0, n, w):
@@ -110,20 +118,17 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
             dn = d.numpy()
             if with_row_max:
                 np.maximum(row_max[i0:i1], dn.max(1), out=row_max[i0:i1])
-            if i0 == 0:
-                offer_topk(d, i0, j0)
-            else:
-                offer_below(dn, best.kth[i0:i1, None], i0, j0, transposed=False)
+            kth = seed_bound(d, i0) if i0 == 0 else best.kth[i0:i1]
+            offer_below(dn, kth[:, None], i0, j0, transposed=False)
             c0 = max(i1, j0)                       # columns below the diagonal block, as rows
             if c0 >= j1:
                 continue
             dc = d[:, c0 - j0:]
             if with_row_max:
                 np.maximum(row_max[c0:j1], dc.numpy().max(0), out=row_max[c0:j1])
-            if i0 == 0:
-                offer_topk(dc.T.contiguous(), c0, i0)   # a copy, then a row topk: faster than topk on the view
-            else:
-                offer_below(dc.numpy(), best.kth[None, c0:j1], c0, i0, transposed=True)
+            # a copy, then a row topk: faster than topk on the view
+            kth = seed_bound(dc.T.contiguous(), c0) if i0 == 0 else best.kth[c0:j1]
+            offer_below(dc.numpy(), kth[None, :], c0, i0, transposed=True)
     return best.dist, best.idx, row_max if with_row_max else None
 
 
@@ -143,7 +148,8 @@ def row_max_faiss(x: np.ndarray) -> np.ndarray:
 @KNN_BACKENDS.register("faiss")
 def knn_faiss(x: torch.Tensor, k: int, with_row_max: bool = True, index: str = "flat", nlist: int = 1024,
               nprobe: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """kNN with faiss: "flat" (exact) or "ivf" (IndexIVFFlat, approximate; for very large N)."""
+    """kNN with faiss: "flat" (exact, in the torch backend's stable order) or "ivf" (IndexIVFFlat,
+    approximate; for very large N)."""
     import faiss
 
     xs = np.ascontiguousarray(x.numpy().astype(np.float32))
@@ -160,12 +166,26 @@ def knn_faiss(x: torch.Tensor, k: int, with_row_max: bool = True, index: str = "
     else:
         raise ValueError(f"unknown faiss index '{index}'; available: flat, ivf")
     ix.add(xs)
-    dist, idx = ix.search(xs, k)
-    dist = np.maximum(dist, 0)
-    dist, idx = _sort_rows(dist, idx.astype(np.int64))
+    depth = min(n, k + TIE_MARGIN) if index == "flat" else k
+    dist, idx = ix.search(xs, depth)
+    dist, idx = _sort_rows(np.maximum(dist, 0), idx.astype(np.int64))
+    if k < depth < n:   # at depth n every row is whole already
+        _rank_long_ties(torch.from_numpy(xs), dist, idx, k)
+    dist, idx = np.ascontiguousarray(dist[:, :k]), np.ascontiguousarray(idx[:, :k])
     return dist, idx, row_max_faiss(xs) if with_row_max else None
+
+
+def _rank_long_ties(x: torch.Tensor, dist: np.ndarray, idx: np.ndarray, k: int) -> None:
+    """Rows whose tie at the k-th place runs past the searched depth (faiss keeps any of its members) get
+    their first k entries from an exact stable sort of the full row."""
+    rows = np.flatnonzero(dist[:, -1] == dist[:, k - 1])
+    for start, stop in iter_blocks(len(rows), auto_chunk_size(len(x))):
+        r = rows[start:stop]
+        idx[r, :k], dist[r, :k] = topk_block(distance_block(x[r], x, "euclidean"), k)
 
 
 def knn(x: torch.Tensor, k: int, backend: str = "torch", with_row_max: bool = True, **options
         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Squared distances and indices (N x k) of each row's k nearest rows, itself included, in a stable sort's
+    order (distance, then index; exact backends keep exactly its first k); and each row's maximum."""
     return KNN_BACKENDS.get(backend)(x, k, with_row_max=with_row_max, **options)

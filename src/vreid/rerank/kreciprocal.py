@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from vreid.eval.distance import auto_chunk_size, iter_blocks, prepare_features
+from vreid.progress import track
 from vreid.rerank.knn import BlockHook, knn
 
 
@@ -62,7 +63,7 @@ def expansion_sets(neighbours: np.ndarray, k1: int, block: int = 1 << 15) -> tup
     cols = fwd[rows, pos]
     keys = [rows * n + cols]
     members = np.where(recip, fwd, -1)            # R(i, k1), padded with -1
-    for s in range(0, len(rows), block):
+    for s in track(range(0, len(rows), block), "k-reciprocal expansion (blocks)"):
         i, c = rows[s:s + block], cols[s:s + block]
         cand, cand_mask = hfwd[c], hrecip[c]      # R(c, k1/2) = cand[cand_mask]
         inside = (cand[:, :, None] == members[i][:, None, :]).any(-1) & cand_mask

@@ -19,6 +19,7 @@ import numpy as np
 
 from vreid.data.records import COLOR_NAMES, TYPE_NAMES
 from vreid.fileio import write_text_atomic
+from vreid.progress import track
 from vreid.synth.render import encode_jpeg, vehicle_mesh
 from vreid.synth.world import SynthConfig, VehiclePlan, camera, identity, plan_world, render_shot
 
@@ -96,13 +97,13 @@ def _run_jobs(cfg: SynthConfig, root: Path, jobs: list) -> list[str]:
     rows: list[str] = []
     if cfg.workers <= 1 or len(jobs) < 2:
         _init_worker(cfg, str(root))
-        for job in jobs:
+        for job in track(jobs, "rendering vehicles"):
             rows.extend(_render_vehicle_job(job))
         return rows
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     with mp.get_context(method).Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, str(root))) as pool:
         # ordered results: the side file is the same whatever worker finished first
-        for part in pool.imap(_render_vehicle_job, jobs, chunksize=1):
+        for part in track(pool.imap(_render_vehicle_job, jobs, chunksize=1), "rendering vehicles", len(jobs)):
             rows.extend(part)
     return rows
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vreid.progress import working
 from vreid.rerank import sparse_rerank_graph
 from vreid.unsup.dbscan import drop_small_clusters, sparse_dbscan
 
@@ -34,8 +35,9 @@ def cluster_features(features: torch.Tensor | np.ndarray, eps: float, cfg: Clust
     x = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features, dtype=torch.float32)
     if x.shape[0] == 0:
         return np.zeros(0, np.int64)
-    dist, idx = sparse_rerank_graph(x, k=cfg.k, knn_backend=cfg.knn_backend, knn_options=cfg.knn_options)
-    labels = sparse_dbscan(dist, idx, eps, cfg.min_samples)
+    with working(f"clustering {x.shape[0]} features", size=x.shape[0]):
+        dist, idx = sparse_rerank_graph(x, k=cfg.k, knn_backend=cfg.knn_backend, knn_options=cfg.knn_options)
+        labels = sparse_dbscan(dist, idx, eps, cfg.min_samples)
     return drop_small_clusters(labels, cfg.min_samples)
 
 

@@ -62,6 +62,21 @@ def ranked_gallery(qf: np.ndarray, gf: np.ndarray, query: Sequence[ImageRecord],
     return out
 
 
+def ranked_from_lists(indices: np.ndarray, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
+                      query_indices: Sequence[int], drop_same_camera: bool = True) -> list[tuple[int, list[int]]]:
+    """The rows of `ranked_gallery` from stored top-k lists (ranked.npz `indices`, Q x k), junk left out alike."""
+    def junk(q: ImageRecord, g: ImageRecord) -> bool:
+        return drop_same_camera and g.vehicle_id == q.vehicle_id and g.camera_id == q.camera_id
+
+    return [(qi, [int(j) for j in indices[qi] if not junk(query[qi], gallery[j])]) for qi in query_indices]
+
+
+def pick_queries(num_queries: int, count: int, seed: int = 0) -> list[int]:
+    """`count` query indices drawn without replacement (all of them if fewer), in order."""
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(num_queries, size=min(count, num_queries), replace=False).tolist())
+
+
 def write_report(path: str | Path, title: str, results: Mapping[str, Mapping[str, Any]],
                  cmc_curves: Mapping[str, Sequence[float]], ranked: Sequence[tuple[int, list[int]]],
                  query: Sequence[ImageRecord], gallery: Sequence[ImageRecord], notes: Sequence[str] = ()) -> Path:

@@ -1,0 +1,73 @@
+"""The HTML report of an evaluation folder (a finished training run, or `vreid eval -o FOLDER`)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+#: What the report reads from the folder, and what each file holds.
+EVALUATION_FILES = {
+    "results.json": "the metrics",
+    "ranked.npz": "the ranked lists",
+    "config.yaml": "the config whose data section names the images",
+}
+
+
+def _missing_fix(folder: Path, name: str) -> str:
+    # `vreid eval` without -o writes into <run>/eval/<time>-<rerank>; the names sort by time
+    below = sorted([*folder.glob(f"eval/{name}"), *folder.glob(f"eval/*/{name}")])
+    if below:
+        return f"this run's latest evaluation is in {below[-1].parent}: pass that folder"
+    return (f"a training run writes it after its final evaluation (finish a stopped run with `vreid train ... "
+            f"--resume`), `vreid eval CONFIG --checkpoint {folder} -o FOLDER` writes it into FOLDER; pass such a "
+            "folder")
+
+
+def evaluation_files(folder: str | Path) -> dict[str, Path]:
+    """The folder's files by name; CheckpointError naming the missing one and how to get it."""
+    from vreid.engine.checkpoint import CheckpointError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such folder; pass a training run folder or an evaluation folder "
+                              "(`vreid eval ... -o FOLDER`)")
+    files = {name: folder / name for name in EVALUATION_FILES}
+    for name, path in files.items():
+        if not path.is_file():
+            raise CheckpointError(f"{path}: not found ({EVALUATION_FILES[name]}); {_missing_fix(folder, name)}")
+    return files
+
+
+def write_folder_report(folder: str | Path, output: str | Path | None = None, overrides: Sequence[str] = (),
+                        queries: int = 6, seed: int = 0) -> Path:
+    """Write the report of `folder` (default `folder/report.html`); `overrides` apply to its config.yaml."""
+    from vreid.config import load_experiment
+    from vreid.engine.checkpoint import CheckpointError
+    from vreid.engine.run import load_data
+    from vreid.viz.report import pick_queries, ranked_from_lists, write_report
+
+    folder = Path(folder)
+    files = evaluation_files(folder)
+    results = json.loads(files["results.json"].read_text())
+    with np.load(files["ranked.npz"]) as z:
+        indices = z["indices"]
+        ranked_by = str(z["rerank"]) if "rerank" in z.files else "none"   # older files: plain distances
+    cfg = load_experiment(files["config.yaml"], list(overrides))
+    dataset = load_data(cfg)
+    if len(indices) != len(dataset.query) or (indices.size and indices.max() >= len(dataset.gallery)):
+        raise CheckpointError(
+            f"{files['ranked.npz']}: ranks {len(indices)} queries, but {cfg.data.root} has {len(dataset.query)} "
+            f"queries and {len(dataset.gallery)} gallery images; the dataset is not the one evaluated: pass "
+            "data.root=... of that dataset")
+    name = cfg.model.name
+    ranked = ranked_from_lists(indices, dataset.query, dataset.gallery, pick_queries(len(indices), queries, seed))
+    notes = [f"folder: {folder}",
+             f"data: {cfg.data.root} (layout {cfg.data.layout})",
+             f"method: {name}, protocol: {results.get('protocol', dataset.protocol)}",
+             f"ranked lists: the top {indices.shape[1]} of ranked.npz, by the distances the evaluation scored "
+             f"(metric {cfg.eval.metric}, re-ranking {ranked_by})"]
+    curves = {name: results["cmc"]} if results.get("cmc") is not None else {}
+    return write_report(Path(output) if output is not None else folder / "report.html", f"vreid: {folder}",
+                        {name: results}, curves, ranked, dataset.query, dataset.gallery, notes)
