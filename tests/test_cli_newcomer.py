@@ -130,5 +130,8 @@ def test_visualize_points_a_stopped_run_at_its_latest_evaluation(finished_run, t
 def test_eval_help_lists_every_reranker():
     from vreid.rerank import RERANKERS
 
+    from vreid.cli.jobs import RERANK_NAMES
+
+    assert set(RERANK_NAMES) == {"none", *RERANKERS.names()}
     r = runner.invoke(app, ["eval", "--help"], terminal_width=200)
-    assert r.exit_code == 0 and all(name in r.output for name in ["none", *RERANKERS.names()])
+    assert r.exit_code == 0 and all(name in r.output for name in RERANK_NAMES)

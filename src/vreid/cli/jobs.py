@@ -7,10 +7,11 @@ import typer
 
 from vreid.cli.common import console, load_config, override_keys
 
+#: Every re-ranker (vreid.rerank.RERANKERS), spelt out so `vreid --help` need not import torch; a test keeps it true.
+RERANK_NAMES = ("none", "kreciprocal", "sparse", "aqe", "alpha_qe")
+
 
 def register(app: typer.Typer) -> None:
-    from vreid.rerank import RERANKERS  # the --rerank help lists every registered re-ranker
-
     @app.command(
         "train",
         epilog="Example: vreid train configs/bot/synthetic.yaml data.root=data/synth output_dir=runs/bot optim.lr=3.5e-4",
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
         config: str = typer.Argument(..., help="YAML experiment file (its data and eval sections are used)"),
         overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE overrides"),
         checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Run folder, checkpoint folder or .safetensors"),
-        rerank: Optional[str] = typer.Option(None, "--rerank", help=" | ".join(["none", *RERANKERS.names()])),
+        rerank: Optional[str] = typer.Option(None, "--rerank", help=" | ".join(RERANK_NAMES)),
         output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for results.json and ranked lists "
                                              "(default: a new folder <run>/eval/<time>-<rerank>)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --output"),

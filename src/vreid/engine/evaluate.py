@@ -56,10 +56,11 @@ def evaluate_method(method: ReidMethod, dataset: ReidDataset, cfg: ExperimentCon
             from vreid.eval import ranked_topk
 
             ranked = ranked_topk(qf, gf, k=min(cfg.eval.top_k, gf.shape[0]), metric=cfg.eval.metric)
+            ranked_by = "none"  # feature distances, whatever re-ranked the metrics
         else:
-            ranked = (result.ranked_indices, result.ranked_distances)
+            ranked, ranked_by = (result.ranked_indices, result.ranked_distances), results["rerank"]
         write_json_atomic(output_dir / "results.json", results)
-        save_ranked_lists(output_dir / "ranked.npz", *ranked, rerank=results["rerank"])
+        save_ranked_lists(output_dir / "ranked.npz", *ranked, rerank=ranked_by)
     return results
 
 
