@@ -225,6 +225,16 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return out
 
 
+def flatten_mapping(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted path: value} of every leaf of a nested mapping (an empty mapping is a leaf)."""
+    if not isinstance(data, Mapping) or not data:
+        return {prefix: data} if prefix else {}
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        out.update(flatten_mapping(value, f"{prefix}.{name}" if prefix else str(name)))
+    return out
+
+
 def attribute_to_override(error: ConfigError, overrides: list[str]) -> ConfigError:
     """The same error, blamed on the command-line override that set its key (or a section above it), if any."""
     if error.key is None:

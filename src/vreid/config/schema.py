@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from vreid.config.loader import (
-    ConfigError, FieldError, apply_overrides, attribute_to_override, bounds, build, choices, polymorphic, read_yaml,
+    ConfigError, FieldError, apply_overrides, attribute_to_override, bounds, build, choices, flatten_mapping, polymorphic,
+    read_yaml,
 )
 
 
@@ -44,6 +45,12 @@ def _optimizers():
     from vreid.engine.optim import OPTIMIZERS
 
     return OPTIMIZERS
+
+
+def _default_metrics() -> list[str]:
+    from vreid.eval.selection import DEFAULT_METRICS
+
+    return list(DEFAULT_METRICS)
 
 
 @dataclass
@@ -126,13 +133,19 @@ class EvalConfig:
     flip: bool = False
     top_k: int = field(default=10, metadata=bounds(1))
     rerank_options: dict[str, Any] = field(default_factory=dict)
+    #: names in vreid.eval.selection.EVAL_METRICS; cgm and roc add their passes to the retrieval one
+    metrics: list[str] = field(default_factory=_default_metrics)
 
     def validate(self) -> None:
+        from vreid.eval.selection import EVAL_METRICS, unknown_metrics
         from vreid.rerank import check_rerank_options
 
         problem = check_rerank_options(self.rerank, self.rerank_options)
         if problem:
             raise FieldError("rerank_options", problem)
+        unknown = unknown_metrics(self.metrics)
+        if unknown:
+            raise FieldError("metrics", f"{unknown[0]!r} is not one of {', '.join(EVAL_METRICS.names())}")
 
 
 @dataclass
@@ -152,6 +165,7 @@ class ExperimentConfig:
 def load_experiment(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML experiment file, apply `key=value` overrides, and build the typed config."""
     data = read_yaml(path) if path is not None else {}
+    file_keys = set(flatten_mapping(data))
     data = apply_overrides(data, list(overrides or []))
     model = data.setdefault("model", {})
     if isinstance(model, dict):
@@ -161,7 +175,7 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
         cfg = build(ExperimentConfig, data, file=file)
     except ConfigError as e:
         raise attribute_to_override(e, list(overrides or [])) from None
-    cfg.source = ConfigSource(file, list(overrides or []))
+    cfg.source = ConfigSource(file, list(overrides or []), file_keys)
     return cfg
 
 
@@ -171,11 +185,15 @@ class ConfigSource:
 
     file: str = "<defaults>"
     overrides: list[str] = field(default_factory=list)
+    #: dotted keys the YAML file set (after `_base_` merging)
+    file_keys: set[str] = field(default_factory=set)
 
     def error(self, key: str, detail: str) -> ConfigError:
-        """A ConfigError for `key`, naming the override that set it or else the file."""
-        return attribute_to_override(ConfigError(f"{self.file}: key '{key}': {detail}", file=self.file, key=key,
-                                                 detail=detail), self.overrides)
+        """A ConfigError for `key`, naming the override that set it, else the file, else saying it is a default."""
+        in_file = any(k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in self.file_keys)
+        where = "" if in_file else " (not set, so its default)"
+        error = ConfigError(f"{self.file}: key '{key}'{where}: {detail}", file=self.file, key=key, detail=detail)
+        return attribute_to_override(error, self.overrides)
 
 
 def config_error(cfg: Any, key: str, detail: str) -> ConfigError:

@@ -93,11 +93,22 @@ def save_model_weights(path: str | os.PathLike, model: torch.nn.Module, metadata
         save_file(tensors, str(tmp), metadata=metadata or {})
 
 
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a truncated or foreign file is a CheckpointError naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it is truncated or of another "
+                              "format: use another checkpoint, or re-export the weights") from None
+
+
 def load_model_weights(path: str | os.PathLike, model: torch.nn.Module, strict: bool = True) -> None:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: model weights not found; pass a run folder, a checkpoint folder or a .safetensors file")
-    state = load_file(str(path))
+    state = read_safetensors(path)
     result = model.load_state_dict(state, strict=False)
     problems = []
     if result.missing_keys:
@@ -169,13 +180,11 @@ def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
 
 def load_latest_intact(root: str | os.PathLike, model: torch.nn.Module) -> tuple[Path, dict[str, Any], list[str]]:
     """Load the newest checkpoint that reads completely: (folder, state, reasons the newer ones were skipped)."""
-    from safetensors import SafetensorError
-
     skipped: list[str] = []
     for folder in checkpoint_candidates(root):
         try:
             return folder, load_training_checkpoint(folder, model), skipped
-        except (CheckpointError, SafetensorError, OSError, ValueError, KeyError) as e:
+        except (CheckpointError, OSError, ValueError, KeyError) as e:
             skipped.append(f"{folder.name}: {e}")
     detail = f" (unusable: {'; '.join(skipped)})" if skipped else ""
     raise CheckpointError(f"{Path(root)}: no intact checkpoint to resume from{detail}; run without --resume "
@@ -188,5 +197,5 @@ def load_training_checkpoint(folder: str | os.PathLike, model: torch.nn.Module) 
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder / name}: missing; this checkpoint folder is incomplete, resume from another one")
     load_model_weights(folder / "model.safetensors", model)
-    tensors = load_file(str(folder / "state.safetensors"))
+    tensors = read_safetensors(folder / "state.safetensors")
     return unflatten_state(json.loads((folder / "state.json").read_text()), tensors)

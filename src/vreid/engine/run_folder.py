@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from vreid.config.loader import ConfigError
+from vreid.config.loader import ConfigError, flatten_mapping
 
 #: Files and folders a training run writes; their presence means the folder holds a run.
 RUN_OUTPUTS = ("config.yaml", "run_info.json", "checkpoints", "model.safetensors", "model_info.json",
@@ -45,18 +45,9 @@ def clear_run_outputs(folder: str | os.PathLike) -> None:
             path.unlink()
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: data}
-
-
 def resume_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
     """'key: saved -> given' for every setting that changes the run's meaning."""
-    old, new = _flatten(saved), _flatten(given)
+    old, new = flatten_mapping(saved), flatten_mapping(given)
     out = []
     for key in sorted(set(old) | set(new)):
         if key.split(".")[0] not in RESUME_FIXED or key in RESUME_FREE:
