@@ -27,7 +27,7 @@ def digest(folder: Path) -> dict[str, str] | None:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def one_camera_folder_set(root: Path) -> Path:
+def one_camera_folder_set(root: Path, with_train: bool = False) -> Path:
     """A plain-layout dataset whose images all come from camera 0 (no query can match under VeRi rules)."""
     rng = np.random.default_rng(0)
     rows = {"train": [], "query": [], "gallery": []}
@@ -38,7 +38,7 @@ def one_camera_folder_set(root: Path) -> Path:
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
             rows[split].append((f"images/{path.name}", vid, 0))
     for split, items in rows.items():
-        if split == "train":
+        if split == "train" and not with_train:
             continue  # also: a folder dataset without train.csv
         with open(root / f"{split}.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -133,6 +133,9 @@ CASES = [
     Case("one-camera dataset", lambda e: evaluate(e, "-o", str(e["tmp"] / "ev3"),
                                                   over=["data.layout=folder", f"data.root={e['onecam']}"]),
          ("no", "match", "eval.protocol=plain_none"), lambda e: e["tmp"] / "ev3"),
+    Case("training on a one-camera dataset", lambda e: train(e, "data.layout=folder", "data.ids_per_batch=2",
+                                                             f"data.root={e['onecam_train']}"),
+         ("none of the 4 queries has a match", "eval.protocol=plain_none"), lambda e: e["new"]),
     Case("bad demo world", lambda e: ["demo", "--output", str(e["new"]), "--ids", "1"],
          ("ids=1", "at least 2"), lambda e: e["new"]),
 ]
@@ -142,7 +145,8 @@ CASES = [
 def env(tiny_world, finished_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli_errors")
     return {"world": tiny_world, "run": finished_run[0], "tmp": tmp, "new": tmp / "new_run",
-            "onecam": one_camera_folder_set(tmp / "onecam")}
+            "onecam": one_camera_folder_set(tmp / "onecam"),
+            "onecam_train": one_camera_folder_set(tmp / "onecam_train", with_train=True)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -159,3 +159,19 @@ def preflight(cfg: ExperimentConfig, job: str, *, output_dir: str | os.PathLike 
     if job == "train":
         check_pretrained_files(cfg)
         check_model_builds(cfg)
+
+
+def check_queries_can_match(cfg: ExperimentConfig, dataset: Any) -> None:
+    """Before training: some query keeps a positive under the protocol's junk rule, or the final evaluation would
+    fail after all the training (a one-camera dataset under the VeRi-776 rule, say)."""
+    from vreid.eval.metrics import count_matchable_queries, no_match_error
+    from vreid.eval.protocols import PROTOCOLS
+
+    protocol = cfg.eval.protocol or dataset.protocol
+    rule = PROTOCOLS.meta(protocol).get("junk_rule", "none")
+    if not dataset.query or not dataset.gallery or protocol == "vehicleid":  # VehicleID is checked at load
+        return
+    ids_cams = [([r.vehicle_id for r in rs], [r.camera_id for r in rs]) for rs in (dataset.query, dataset.gallery)]
+    (q_ids, q_cams), (g_ids, g_cams) = ids_cams
+    if count_matchable_queries(q_ids, q_cams, g_ids, g_cams, rule) == 0:
+        raise no_match_error(len(dataset.query), protocol, rule, where=f"dataset at {dataset.root}")

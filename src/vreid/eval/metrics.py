@@ -7,7 +7,7 @@ distances the lower gallery index comes first), which is how the reference evalu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from vreid.eval.distance import (
 from vreid.eval.errors import EvaluationError
 from vreid.eval.ranking import topk_block
 from vreid.progress import block_rows, track
+
+if TYPE_CHECKING:
+    from vreid.eval.verification import VerificationResult
 
 #: Gallery images left out of each query's ranked list.
 JUNK_RULES = {
@@ -47,6 +50,8 @@ class EvalResult:
     #: Q x top_k nearest gallery indices and their distances (before junk removal), when asked for
     ranked_indices: np.ndarray | None = field(default=None, repr=False)
     ranked_distances: np.ndarray | None = field(default=None, repr=False)
+    #: ROC of the same pairs (vreid.eval.verification), when asked for
+    verification: VerificationResult | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -76,6 +81,8 @@ class EvalResult:
             "metric": self.metric,
             "rerank": self.rerank,
         })
+        if self.verification is not None:
+            out.update(self.verification.to_dict())
         out.update(self.extra)
         return out
 
@@ -84,7 +91,11 @@ def require_matches(result: EvalResult, where: str = "") -> EvalResult:
     """`result` if some query has a valid match, else EvaluationError: every metric would be a meaningless 0."""
     if result.num_valid_queries > 0:
         return result
-    rule = result.junk_rule
+    raise no_match_error(result.num_queries, result.protocol, result.junk_rule, where)
+
+
+def no_match_error(num_queries: int, protocol: str, rule: str, where: str = "") -> EvaluationError:
+    """The error for a query set none of which can match: its likely cause under `rule`, and the fix."""
     if rule == "none":
         cause = "no query vehicle has an image in the gallery"
         fix = "use a gallery that holds the query vehicles (`vreid data check` lists the query ids it lacks)"
@@ -93,8 +104,18 @@ def require_matches(result: EvalResult, where: str = "") -> EvalResult:
         fix = ("set eval.protocol=plain_none to keep same-camera matches, or use a dataset whose vehicles appear "
                "on two or more cameras")
     prefix = f"{where}: " if where else ""
-    raise EvaluationError(f"{prefix}none of the {result.num_queries} queries has a match in the gallery under "
-                          f"protocol '{result.protocol}', junk rule '{rule}': {cause}; fix: {fix}")
+    return EvaluationError(f"{prefix}none of the {num_queries} queries has a match in the gallery under "
+                           f"protocol '{protocol}', junk rule '{rule}': {cause}; fix: {fix}")
+
+
+def count_matchable_queries(q_ids: Any, q_cams: Any, g_ids: Any, g_cams: Any, junk_rule: str) -> int:
+    """How many queries keep at least one positive after junk removal (from ids and cameras; no features)."""
+    q_ids, g_ids = as_int_array(q_ids), as_int_array(g_ids)
+    rows, cols = GalleryIndex(g_ids).same_id(q_ids)
+    if junk_rule != "none":  # both camera rules leave only the positives seen by another camera
+        keep = as_int_array(g_cams)[cols] != as_int_array(q_cams)[rows]
+        rows = rows[keep]
+    return int(len(np.unique(rows)))
 
 
 class GalleryIndex:
@@ -202,11 +223,9 @@ def _cgm_block(dist: torch.Tensor, rows: np.ndarray, cols: np.ndarray, pos_dist:
     return cgm, n_cams > 0
 
 
-def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: Any = None, g_cams: Any = None,
-                       junk_rule: str = "same_id_same_camera", max_rank: int = 50,
-                       chunk_size: int | None = None, cgm: bool = False, metric: str = "euclidean",
-                       rerank: str = "none", protocol: str = "custom", top_k: int = 0) -> EvalResult:
-    """Metrics from any DistanceSource (features, a precomputed matrix, a re-ranker), one block at a time."""
+def label_arrays(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: Any, g_cams: Any, junk_rule: str,
+                 cgm: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ids and cameras as int64 arrays, checked against the source's shape and the junk rule (cameras 0 if none)."""
     if junk_rule not in JUNK_RULES:
         raise ValueError(f"unknown junk rule '{junk_rule}'; available: {', '.join(JUNK_RULES)}")
     q_ids, g_ids = as_int_array(q_ids), as_int_array(g_ids)
@@ -218,6 +237,31 @@ def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: A
         raise ValueError(f"junk rule '{junk_rule}' (or CGM) needs query and gallery camera ids")
     q_cams = as_int_array(q_cams) if q_cams is not None else np.zeros(Q, np.int64)
     g_cams = as_int_array(g_cams) if g_cams is not None else np.zeros(G, np.int64)
+    return q_ids, g_ids, q_cams, g_cams
+
+
+def remove_junk(dist: torch.Tensor, junk_rule: str, rows: np.ndarray, cols: np.ndarray, same_cam: np.ndarray,
+                block_q_cams: np.ndarray, g_cams: torch.Tensor) -> np.ndarray:
+    """Set a block's junk entries to +inf (excluded); returns which same-id pairs (rows, cols) stay positives.
+
+    `same_cam[i]`: pair i is on the query's camera; `block_q_cams`: the cameras of the block's queries.
+    """
+    if junk_rule == "same_id_same_camera":
+        dist[torch.from_numpy(rows[same_cam]), torch.from_numpy(cols[same_cam])] = float("inf")
+        return ~same_cam
+    if junk_rule == "same_camera":
+        dist.masked_fill_(torch.from_numpy(block_q_cams)[:, None] == g_cams[None, :], float("inf"))
+        return ~same_cam
+    return np.ones(len(rows), bool)
+
+
+def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: Any = None, g_cams: Any = None,
+                       junk_rule: str = "same_id_same_camera", max_rank: int = 50,
+                       chunk_size: int | None = None, cgm: bool = False, metric: str = "euclidean",
+                       rerank: str = "none", protocol: str = "custom", top_k: int = 0) -> EvalResult:
+    """Metrics from any DistanceSource (features, a precomputed matrix, a re-ranker), one block at a time."""
+    q_ids, g_ids, q_cams, g_cams = label_arrays(source, q_ids, g_ids, q_cams, g_cams, junk_rule, cgm)
+    Q, G = source.num_query, source.num_gallery
     chunk_size = chunk_size or auto_chunk_size(G)
     index = GalleryIndex(g_ids)
     g_cams_t = torch.from_numpy(g_cams)
@@ -236,14 +280,7 @@ def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: A
         same_cam = g_cams[cols] == q_cams[start + rows]
         source_junk = dist[torch.from_numpy(rows[same_cam]), torch.from_numpy(cols[same_cam])].numpy() \
             if cgm else None
-        if junk_rule == "same_id_same_camera":
-            dist[torch.from_numpy(rows[same_cam]), torch.from_numpy(cols[same_cam])] = inf
-            keep = ~same_cam
-        elif junk_rule == "same_camera":
-            dist.masked_fill_(torch.from_numpy(q_cams[start:stop])[:, None] == g_cams_t[None, :], inf)
-            keep = ~same_cam
-        else:
-            keep = np.ones(len(rows), bool)
+        keep = remove_junk(dist, junk_rule, rows, cols, same_cam, q_cams[start:stop], g_cams_t)
         prow, pcol = rows[keep], cols[keep]
         pos_dist = dist[torch.from_numpy(prow), torch.from_numpy(pcol)].numpy()
         r, _, _, ranks = _rank_block(dist, prow, pcol, pos_dist, self_counted=True)
