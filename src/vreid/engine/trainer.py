@@ -251,7 +251,7 @@ class Trainer:
             f"{', AMP' if self.amp else ''}{f', {self.dist.world_size} processes' if self.dist.enabled else ''}\n"
             f"plan: {cfg.schedule.epochs} epochs x {steps} steps of {cfg.data.ids_per_batch} ids x "
             f"{cfg.data.images_per_id} images, from epoch {self.epoch + 1}; output {self.output_dir}",
-            highlight=False)
+            highlight=False, soft_wrap=True)
 
     def _steps_per_epoch(self) -> int:
         from vreid.data.sampler import IdentityBatchSampler
