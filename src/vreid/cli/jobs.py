@@ -10,6 +10,9 @@ from vreid.cli.common import console, load_config, override_keys
 #: Every re-ranker (vreid.rerank.RERANKERS), spelt out so `vreid --help` need not import torch; a test keeps it true.
 RERANK_NAMES = ("none", "kreciprocal", "sparse", "aqe", "alpha_qe")
 
+#: Every metric name (vreid.eval.selection.EVAL_METRICS), spelt out for the same reason; a test keeps it true.
+METRIC_NAMES = ("map", "cmc", "minp", "cgm", "roc")
+
 
 def register(app: typer.Typer) -> None:
     @app.command(
@@ -49,8 +52,10 @@ def register(app: typer.Typer) -> None:
                                              "(default: a new folder <run>/eval/<time>-<rerank>)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --output"),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON"),
+        metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated, sets eval.metrics: "
+                                              + ", ".join(METRIC_NAMES) + " (e.g. map,cmc,roc)"),
     ) -> None:
-        """Evaluate trained weights under the dataset's protocol (CMC, mAP, mINP).
+        """Evaluate trained weights under the dataset's protocol (CMC, mAP, mINP; --metrics adds CGM, ROC).
 
         The model's own preprocessing (size, mean, std in its model_info.json) is used unless set on the command
         line; every difference from the config is printed.
@@ -61,6 +66,9 @@ def register(app: typer.Typer) -> None:
         from vreid.engine.run import run_evaluation
         from vreid.viz.table import print_results
 
+        if metrics is not None:  # as an override, so that a wrong name is reported like any config value
+            names = [name.strip() for name in metrics.split(",") if name.strip()]
+            overrides = [*(overrides or []), f"eval.metrics={json.dumps(names)}"]
         cfg = load_config(config, overrides)
         results = run_evaluation(cfg, checkpoint, rerank=rerank, output_dir=output, overwrite=overwrite,
                                  explicit=override_keys(overrides))

@@ -16,7 +16,8 @@ from vreid.methods import ReidMethod
 
 def evaluate_split_result(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDataset, cfg: ExperimentConfig,
                           rerank: str | None = None, top_k: int = 0):
-    """The EvalResult under the dataset's protocol (with `top_k` ranked lists by the re-ranked distances).
+    """The EvalResult under the dataset's protocol, with the extra metrics of `cfg.eval.metrics` (and `top_k`
+    ranked lists by the re-ranked distances).
 
     Raises EvaluationError when no query has a match (the metrics would be 0 for a reason that is not the model).
     """
@@ -27,7 +28,7 @@ def evaluate_split_result(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDatas
     result = evaluate_protocol(
         protocol, qf, gf, dataset.query, dataset.gallery, metric=cfg.eval.metric,
         rerank=rerank if rerank is not None else cfg.eval.rerank, rerank_options=cfg.eval.rerank_options,
-        top_k=top_k,
+        top_k=top_k, metrics=cfg.eval.metrics,
     )
     return require_matches(result, where=f"dataset at {dataset.root}")
 

@@ -1,4 +1,4 @@
-"""Retrieval metrics (CMC, mAP, mINP, CGM) and benchmark protocols, computed in query blocks."""
+"""Retrieval metrics (CMC, mAP, mINP, CGM), verification (ROC) and benchmark protocols, computed in query blocks."""
 from vreid.eval.distance import FeatureDistances, FunctionDistances, MatrixDistances
 from vreid.eval.metrics import (
     JUNK_RULES, EvalResult, cgm_from_ranked_list, evaluate_distances, evaluate_distmat, evaluate_features,
@@ -9,3 +9,5 @@ from vreid.eval.protocols import (
 )
 from vreid.eval.ranking import ranked_topk
 from vreid.eval.report import describe, format_table, save_result
+from vreid.eval.selection import EVAL_METRICS
+from vreid.eval.verification import VerificationResult, count_pairs, verify_distances

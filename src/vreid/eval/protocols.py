@@ -9,6 +9,8 @@ from vreid.data.records import ImageRecord
 from vreid.eval.distance import DistanceSource, FeatureDistances, as_tensor
 from vreid.eval.errors import EvaluationError
 from vreid.eval.metrics import EvalResult, evaluate_distances
+from vreid.eval.selection import evaluate_switches
+from vreid.eval.verification import mean_verification, verify_distances
 from vreid.registry import Registry
 
 #: name -> function(qf, gf, query_records, gallery_records, metric=, rerank=, rerank_options=, **kw) -> EvalResult
@@ -31,11 +33,12 @@ def distance_source(qf: Any, gf: Any, metric: str = "euclidean", rerank: str = "
 def evaluate(qf: Any, gf: Any, q_ids: Any, g_ids: Any, q_cams: Any = None, g_cams: Any = None,
              metric: str = "euclidean", rerank: str = "none", junk_rule: str = "same_id_same_camera",
              max_rank: int = 50, chunk_size: int | None = None, rerank_options: dict[str, Any] | None = None,
-             cgm: bool = False, protocol: str = "custom", top_k: int = 0) -> EvalResult:
+             cgm: bool = False, protocol: str = "custom", top_k: int = 0, roc: bool = False) -> EvalResult:
     """CMC, mAP and mINP of query features against gallery features, in query blocks.
 
     Features: numpy arrays or tensors (Q x D, G x D). `junk_rule`: "same_id_same_camera" (VeRi-776,
-    default), "same_camera" or "none". `rerank`: a name in vreid.rerank.RERANKERS. `cgm=True` adds mCGM.
+    default), "same_camera" or "none". `rerank`: a name in vreid.rerank.RERANKERS. `cgm=True` adds mCGM;
+    `roc=True` adds TPR@FPR and the ROC of the same (re-ranked) distances (`result.verification`).
 
     >>> r = evaluate(qf, gf, q_ids, g_ids, q_cams, g_cams)   # doctest: +SKIP
     >>> r.mAP, r.cmc[0], r.mINP                               # doctest: +SKIP
@@ -46,6 +49,9 @@ def evaluate(qf: Any, gf: Any, q_ids: Any, g_ids: Any, q_cams: Any = None, g_cam
                                 protocol=protocol, top_k=top_k)
     if result.ranked_distances is not None and isinstance(source, FeatureDistances) and metric == "euclidean":
         np.sqrt(result.ranked_distances, out=result.ranked_distances)  # features give squared distances
+    if roc:
+        result.verification = verify_distances(source, q_ids, g_ids, q_cams, g_cams, junk_rule=junk_rule,
+                                               chunk_size=chunk_size)
     return result
 
 
@@ -95,19 +101,30 @@ def _require_vehicleid_queries(ids: np.ndarray) -> None:
         "the official lists have (`vreid data check --layout vehicleid` reports this)")
 
 
+def _draw_summary(draw: EvalResult) -> dict[str, Any]:
+    """What a VehicleID result keeps of one draw: mAP, mINP, Rank-1/5/10, and TPR@FPR and AUC when computed."""
+    numbers = draw.to_dict()
+    summary = {k: v for k, v in numbers.items() if k in ("mAP", "mINP", "rank1", "rank5", "rank10")}
+    return {**summary, **(draw.verification.summary() if draw.verification is not None else {})}
+
+
 @PROTOCOLS.register("vehicleid", junk_rule="none")
 def vehicleid(qf: Any, gf: Any, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
               seeds: Sequence[int] = VEHICLEID_SEEDS, **kw: Any) -> EvalResult:
     """VehicleID: per seed, one image per id is the gallery and all others are queries; metrics are averaged.
 
     Features are extracted once: `query` is the test list (if `gallery` lists other images, they are added
-    to it). No camera rule (VehicleID has no cameras). Per-draw numbers are in `extra["draws"]`.
+    to it). No camera rule (VehicleID has no cameras). Per-draw numbers are in `extra["draws"]`; with
+    `roc=True` the TPRs and the AUC are means over the draws too.
     """
     same = len(query) == len(gallery) and all(a.path == b.path for a, b in zip(query, gallery))
     feats = as_tensor(qf) if same else as_tensor(np.concatenate([as_tensor(qf).numpy(), as_tensor(gf).numpy()]))
     records = list(query) if same else list(query) + list(gallery)
     ids, _ = _labels(records)
     _require_vehicleid_queries(ids)
+    if kw.get("cgm"):
+        raise EvaluationError("protocol 'vehicleid': CGM scores cameras and VehicleID has none; fix: leave cgm out "
+                              "of eval.metrics")
     kw.pop("junk_rule", None)
     kw.pop("top_k", None)  # each draw has its own gallery: ranked lists come from the caller's features
     draws = []
@@ -122,10 +139,11 @@ def vehicleid(qf: Any, gf: Any, query: Sequence[ImageRecord], gallery: Sequence[
         num_queries=first.num_queries, num_valid_queries=first.num_valid_queries, junk_rule="none",
         metric=first.metric, rerank=first.rerank, protocol="vehicleid",
     )
+    if first.verification is not None:
+        mean.verification = mean_verification([d.verification for d in draws])
     mean.extra = {
         "seeds": list(seeds),
-        "draws": [{k: v for k, v in d.to_dict().items() if k in ("mAP", "mINP", "rank1", "rank5", "rank10")}
-                  for d in draws],
+        "draws": [_draw_summary(d) for d in draws],
         "gallery_rule": "one random image per id (shuffle with the seed, first image of each id)",
     }
     return mean
@@ -133,11 +151,14 @@ def vehicleid(qf: Any, gf: Any, query: Sequence[ImageRecord], gallery: Sequence[
 
 def evaluate_protocol(name: str, qf: Any, gf: Any, query_records: Sequence[ImageRecord],
                       gallery_records: Sequence[ImageRecord], metric: str = "euclidean", rerank: str = "none",
-                      rerank_options: dict[str, Any] | None = None, **kwargs: Any) -> EvalResult:
+                      rerank_options: dict[str, Any] | None = None, metrics: Sequence[str] | None = None,
+                      **kwargs: Any) -> EvalResult:
     """Score features under a named protocol (PROTOCOLS) from the records' vehicle and camera ids.
 
     `rerank`: "none" | "kreciprocal" | "sparse" | "aqe" | "alpha_qe" (vreid.rerank.RERANKERS);
     `rerank_options` go to the re-ranker (e.g. {"k1": 20, "k2": 6, "lambda_value": 0.3}).
+    `metrics`: names in vreid.eval.selection.EVAL_METRICS ("cgm" and "roc" add their passes).
     """
+    kwargs.update(evaluate_switches(metrics))
     return PROTOCOLS.get(name)(qf, gf, query_records, gallery_records, metric=metric, rerank=rerank,
                                rerank_options=rerank_options, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -12,7 +13,7 @@ from PIL import Image
 
 from vreid.data.records import ImageRecord
 from vreid.fileio import write_text_atomic
-from vreid.viz.table import METRIC_COLUMNS
+from vreid.viz.table import result_columns, verification_columns
 
 
 def thumbnail_data_uri(path: str, height: int = 96) -> str:
@@ -24,27 +25,45 @@ def thumbnail_data_uri(path: str, height: int = 96) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def cmc_svg(curves: Mapping[str, Sequence[float]], max_rank: int = 20, width: int = 420, height: int = 260) -> str:
-    """Line chart of CMC curves (fractions) for ranks 1..max_rank."""
+def line_chart_svg(series: Mapping[str, Sequence[tuple[float, float]]], x_ticks: Sequence[tuple[float, str]],
+                   x_label: str, width: int = 420, height: int = 260) -> str:
+    """Line chart with a 0-100 % y axis; point and tick x values are fractions of the plot's width."""
     pad = 40
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
-    x = lambda r: pad + (r - 1) / max(max_rank - 1, 1) * (width - 2 * pad)  # noqa: E731
+    x = lambda f: pad + f * (width - 2 * pad)  # noqa: E731
     y = lambda v: height - pad - v * (height - 2 * pad)  # noqa: E731
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11">',
              f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" stroke="#999"/>']
     for v in (0, 0.25, 0.5, 0.75, 1.0):
         parts.append(f'<text x="{pad - 30}" y="{y(v) + 4:.1f}">{int(v * 100)}%</text>')
-    for r in (1, 5, 10, 15, 20):
-        if r <= max_rank:
-            parts.append(f'<text x="{x(r) - 4:.1f}" y="{height - pad + 15}">{r}</text>')
-    parts.append(f'<text x="{width / 2 - 15}" y="{height - 5}">rank</text>')
-    for i, (name, curve) in enumerate(curves.items()):
-        pts = " ".join(f"{x(r + 1):.1f},{y(float(v)):.1f}" for r, v in enumerate(list(curve)[:max_rank]))
+    for f, label in x_ticks:
+        parts.append(f'<text x="{x(f) - 4:.1f}" y="{height - pad + 15}">{html.escape(label)}</text>')
+    parts.append(f'<text x="{width / 2 - 15}" y="{height - 5}">{html.escape(x_label)}</text>')
+    for i, (name, points) in enumerate(series.items()):
+        pts = " ".join(f"{x(f):.1f},{y(float(v)):.1f}" for f, v in points)
         color = colors[i % len(colors)]
         parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
         parts.append(f'<text x="{pad + 8}" y="{pad + 14 + 14 * i}" fill="{color}">{html.escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def cmc_svg(curves: Mapping[str, Sequence[float]], max_rank: int = 20, width: int = 420, height: int = 260) -> str:
+    """Line chart of CMC curves (fractions) for ranks 1..max_rank."""
+    at = lambda r: (r - 1) / max(max_rank - 1, 1)  # noqa: E731
+    series = {name: [(at(r + 1), v) for r, v in enumerate(list(curve)[:max_rank])] for name, curve in curves.items()}
+    ticks = [(at(r), str(r)) for r in (1, 5, 10, 15, 20) if r <= max_rank]
+    return line_chart_svg(series, ticks, "rank", width, height)
+
+
+def roc_svg(curves: Mapping[str, Mapping[str, Sequence[float]]], min_fpr: float = 1e-6, width: int = 420,
+            height: int = 260) -> str:
+    """ROC curves (results.json `roc_curve`: {"fpr": [...], "tpr": [...]}) with FPR on a log axis from min_fpr to 1."""
+    decades = -math.log10(min_fpr)
+    at = lambda f: 1 + math.log10(f) / decades  # noqa: E731
+    series = {name: [(at(f), t) for f, t in zip(c["fpr"], c["tpr"]) if f >= min_fpr] for name, c in curves.items()}
+    ticks = [(at(10.0 ** -e), f"1e-{e}") for e in range(int(decades), 0, -1)] + [(1.0, "1")]
+    return line_chart_svg(series, ticks, "FPR", width, height)
 
 
 def ranked_gallery(qf: np.ndarray, gf: np.ndarray, query: Sequence[ImageRecord], gallery: Sequence[ImageRecord],
@@ -80,12 +99,16 @@ def pick_queries(num_queries: int, count: int, seed: int = 0) -> list[int]:
 def write_report(path: str | Path, title: str, results: Mapping[str, Mapping[str, Any]],
                  cmc_curves: Mapping[str, Sequence[float]], ranked: Sequence[tuple[int, list[int]]],
                  query: Sequence[ImageRecord], gallery: Sequence[ImageRecord], notes: Sequence[str] = ()) -> Path:
+    columns = [*result_columns(results.values()), *verification_columns(results.values())]
     rows = "".join(
         "<tr><td>" + html.escape(name) + "</td>" +
-        "".join(f"<td>{100 * r[k]:.2f}</td>" if r.get(k) is not None else "<td>-</td>" for k, _ in METRIC_COLUMNS)
+        "".join(f"<td>{100 * r[k]:.2f}</td>" if r.get(k) is not None else "<td>-</td>" for k, _ in columns)
         + "</tr>" for name, r in results.items()
     )
-    header = "".join(f"<th>{label}</th>" for _, label in METRIC_COLUMNS)
+    header = "".join(f"<th>{label}</th>" for _, label in columns)
+    roc_curves = {name: r["roc_curve"] for name, r in results.items() if r.get("roc_curve")}
+    roc_html = (f"<h2>ROC</h2><p>Verification of (query, gallery) pairs after junk removal: TPR at the best "
+                f"threshold whose FPR is at most each value.</p>{roc_svg(roc_curves)}" if roc_curves else "")
     lists = []
     for qi, gidx in ranked:
         q = query[qi]
@@ -113,6 +136,7 @@ figure.hit {{ border-color: #2a2; }} figure.miss {{ border-color: #d22; }}
 <ul>{notes_html}</ul>
 <h2>Metrics (%)</h2><table><tr><th></th>{header}</tr>{rows}</table>
 <h2>CMC</h2>{cmc_svg(cmc_curves)}
+{roc_html}
 <h2>Ranked gallery</h2><p>Query on the left (black); matches framed green, wrong vehicles red. Same-camera images of
 the query's vehicle are left out, as the protocol does.</p>
 {"".join(lists)}
