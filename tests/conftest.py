@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "2")  # before torch is imported (below, through vreid)
+
+from vreid.engine.hooks import Hook  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +43,14 @@ def finished_run(tiny_world, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("finished") / "run"
     return out, run_training(load_experiment(None, tiny_overrides(tiny_world, out)))
+
+
+class CrashAt(Hook):
+    """Simulates the process dying after step `step` (everything since the last checkpoint is lost)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def after_step(self, trainer, batch, outputs, losses) -> None:
+        if trainer.step == self.step:
+            raise RuntimeError("simulated kill")

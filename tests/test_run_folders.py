@@ -11,21 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from conftest import CrashAt, tiny_overrides
 from vreid.config import ConfigError, load_experiment
 from vreid.engine.checkpoint import CheckpointError
-from vreid.engine.hooks import Hook
 from vreid.engine.run import run_training
 from vreid.engine.run_folder import RunLock
-
-
-class CrashAt(Hook):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def after_step(self, trainer, batch, outputs, losses) -> None:
-        if trainer.step == self.step:
-            raise RuntimeError("simulated kill")
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

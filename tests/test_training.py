@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import tiny_overrides
+from conftest import CrashAt, tiny_overrides
 from vreid.config import load_experiment
 from vreid.engine.hooks import Hook
 from vreid.engine.run import load_data
@@ -30,17 +30,6 @@ def train(cfg, hooks=(), resume=False):
         return trainer.fit(resume=resume), trainer
     finally:
         trainer.close()
-
-
-class CrashAt(Hook):
-    """Simulates the process dying after step `step` (everything since the last checkpoint is lost)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def after_step(self, trainer, batch, outputs, losses) -> None:
-        if trainer.step == self.step:
-            raise RuntimeError("simulated kill")
 
 
 class SignalAt(Hook):
