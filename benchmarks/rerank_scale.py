@@ -7,7 +7,8 @@ Each (N, mode) runs in its own subprocess so that peak RSS belongs to it alone. 
     .venv/bin/python benchmarks/rerank_scale.py --sizes 12000 --modes dense sparse --repeat 3   # medians
 Modes: dense (vreid.rerank.dense_reference, distance matrices included), sparse (vreid.rerank.k_reciprocal,
 features in, Q x G matrix out), check (both, max |difference|), sparse_eval (vreid.eval.evaluate with
-rerank="kreciprocal", block by block: for N where the Q x G matrix itself should not be held).
+rerank="kreciprocal", block by block: for N where the Q x G matrix itself should not be held), knn (the
+exact torch kNN pass alone, k = k1 + 1 = 21 over all N rows, as k_reciprocal runs it).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def child(mode: str, n: int, dim: int, threads: int) -> dict:
     from _measure import clustered_split, current_rss_mb, peak_rss_mb
     # imported before the clock starts and before the baseline: library imports are not re-ranking time
     from vreid.eval import evaluate
-    from vreid.rerank import k_reciprocal
+    from vreid.rerank import k_reciprocal, knn
     from vreid.rerank.dense_reference import dense_re_ranking, euclidean
 
     torch.set_num_threads(threads)
@@ -56,6 +57,8 @@ def child(mode: str, n: int, dim: int, threads: int) -> dict:
         out["max_abs_diff"] = float(np.abs(k_reciprocal(qf, gf) - dense).max())
     if mode == "sparse":
         k_reciprocal(qf, gf)
+    if mode == "knn":
+        knn(torch.cat([qf, gf]), 21, "torch")
     if mode == "sparse_eval":
         res = evaluate(qf, gf, q_ids, g_ids, q_cams, g_cams, rerank="kreciprocal")
         out.update(mAP_before=before.mAP, mAP_after=res.mAP, rank1_before=float(before.cmc[0]),
@@ -118,13 +121,14 @@ def main() -> None:
                      f"{r['seconds'] - r['distance_seconds']:.1f} s)",
             "check": f"dense + sparse; max abs difference {r.get('max_abs_diff', 0):.2e}",
             "sparse": "features in, Q x G matrix out",
+            "knn": "k = 21 neighbours of all N rows, torch backend",
             "sparse_eval": (f"evaluate(rerank='kreciprocal'): mAP {100 * r.get('mAP_before', 0):.1f} -> "
                             f"{100 * r.get('mAP_after', 0):.1f}, R-1 {100 * r.get('rank1_before', 0):.1f} -> "
                             f"{100 * r.get('rank1_after', 0):.1f}"),
         }[mode]
         if len(rs) > 1:
             notes += f"; runs {', '.join(f'{s:.1f}' for s in r['all_seconds'])} s"
-        name = {"dense": "dense reference", "check": "check", "sparse": "vreid sparse",
+        name = {"dense": "dense reference", "check": "check", "sparse": "vreid sparse", "knn": "kNN pass",
                 "sparse_eval": "vreid sparse + metrics"}[mode]
         print(f"| {r['N']:,} ({r['Q']:,} + {r['G']:,}) | {r['dim']} | {name} | {r['seconds']:.1f} | "
               f"{r['peak_rss_mb']:.0f} | {r['above_mb']:.0f} | {notes} |")

@@ -8,6 +8,7 @@ import torch
 from vreid.eval import evaluate
 from vreid.rerank import RERANKERS, expand_queries, k_reciprocal, knn, sparse_rerank_graph
 from vreid.rerank.dense_reference import dense_re_ranking, euclidean
+from vreid.rerank.query_expansion import fastreid_aqe
 
 
 def clustered(n_q, n_g, dim=24, n_ids=40, noise=0.8, seed=0):
@@ -91,11 +92,48 @@ def test_query_expansion():
     np.testing.assert_allclose(g.numpy(), gn, atol=1e-6)
 
 
+def fastreid_aqe_dense(qf, gf, qe_times, qe_k, alpha):
+    """FastReID's aqe (fastreid/evaluation/query_expansion.py) as written there, in float64 with the full
+    similarity matrix; its argpartition picks any member of a tie, so a stable sort stands in for it."""
+    all_feat = np.concatenate([qf, gf]).astype(np.float64)
+    norm_feat = all_feat / np.linalg.norm(all_feat, axis=1, keepdims=True)
+    for _ in range(qe_times):
+        sims = norm_feat @ norm_feat.T
+        init_rank = np.argsort(-sims, axis=1, kind="stable")[:, :qe_k]
+        weights = np.power(np.take_along_axis(sims, init_rank, 1), alpha)[:, :, None]
+        all_feat = np.mean(all_feat[init_rank] * weights, axis=1)
+        norm_feat = all_feat / np.linalg.norm(all_feat, axis=1, keepdims=True)
+    return all_feat[: len(qf)], all_feat[len(qf):]
+
+
+@pytest.mark.parametrize("qe_times", [1, 2])
+@pytest.mark.parametrize("qe_k,alpha,backend,options", [
+    (10, 3.0, "torch", {}),
+    (4, 1.0, "torch", {"chunk_size": 37, "block_width": 64}),   # kNN blocks straddle the query/gallery boundary
+    (10, 3.0, "faiss", {"index": "flat"}),
+])
+def test_fastreid_aqe_equals_dense_definition(qe_times, qe_k, alpha, backend, options):
+    qf, gf, *_ = clustered(45, 180, seed=11)
+    qf = qf * np.linspace(0.5, 2.0, 45, dtype=np.float32)[:, None]   # raw, not unit: FastReID averages these
+    ref_q, ref_g = fastreid_aqe_dense(qf, gf, qe_times, qe_k, alpha)
+    q, g = fastreid_aqe(qf, gf, qe_times, qe_k, alpha, knn_backend=backend, knn_options=options)
+    np.testing.assert_allclose(q.numpy(), ref_q, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(g.numpy(), ref_g, atol=1e-5, rtol=0)   # the gallery is expanded too
+    src = RERANKERS.get("fastreid_aqe")(qf, gf, metric="cosine", qe_times=qe_times, qe_k=qe_k, alpha=alpha,
+                                        knn_backend=backend, knn_options=options)
+    unit_q, unit_g = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (ref_q, ref_g))
+    np.testing.assert_allclose(src.block(3, 40).numpy(), 1 - unit_q[3:40] @ unit_g.T, atol=1e-5, rtol=0)
+    src = RERANKERS.get("fastreid_aqe")(qf, gf, metric="euclidean", qe_times=qe_times, qe_k=qe_k, alpha=alpha)
+    ref_sq = ((ref_q[:, None] - ref_g[None]) ** 2).sum(-1)
+    # |a|^2 + |b|^2 - 2 a.b in float32: on values near 30 it cancels to about 1e-5 absolute
+    np.testing.assert_allclose(src.block(0, 45).numpy(), ref_sq, rtol=1e-5, atol=1e-4)
+
+
 def test_rerankers_registered_and_help():
-    assert {"kreciprocal", "sparse", "aqe", "alpha_qe"} <= set(RERANKERS.names())
+    assert {"kreciprocal", "sparse", "aqe", "alpha_qe", "fastreid_aqe"} <= set(RERANKERS.names())
     qf, gf, q_ids, g_ids, q_cams, g_cams = clustered(60, 300, noise=1.3, seed=7)
     base = evaluate(qf, gf, q_ids, g_ids, q_cams, g_cams)
-    for name in ("kreciprocal", "sparse", "aqe", "alpha_qe"):
+    for name in ("kreciprocal", "sparse", "aqe", "alpha_qe", "fastreid_aqe"):
         res = evaluate(qf, gf, q_ids, g_ids, q_cams, g_cams, rerank=name, chunk_size=16)
         assert res.rerank == name and res.mAP > base.mAP
 

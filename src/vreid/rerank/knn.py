@@ -17,7 +17,8 @@ KNN_BACKENDS: Registry = Registry("knn backend")
 #: on_block(row_start, row_stop, col_start, col_stop, squared distances) for each block the torch pass computes
 BlockHook = Callable[[int, int, int, int, torch.Tensor], None]
 
-#: Extra neighbours faiss returns so that a tie at the k-th place is seen whole (as in eval.ranking.topk_block)
+#: Extra neighbours the faiss search takes so that a tie at the k-th place is seen whole (the idea of
+#: eval.ranking.topk_block); rows whose tie runs past them are ranked from the full row
 TIE_MARGIN = 8
 
 
@@ -71,9 +72,9 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
 
     The distance matrix is symmetric, so only blocks on or above the diagonal are computed (N^2 d / 2
     multiply-adds); each serves its rows and, through its columns, the rows below. The first strip of rows
-    seeds every row's list with every entry at or below the block's k-th smallest (torch.topk gives that
-    bound); after that only entries at or below a row's current k-th distance are candidates (a compare and
-    a flatnonzero, no sort), and there are few. Rows come out as a stable sort of the full row would order
+    seeds every row's list with torch.topk (one deeper, to see a tie that crosses the k-th place);
+    after that only entries at or below a row's current k-th distance are candidates (a compare and a
+    flatnonzero, no sort), and there are few. Rows come out as a stable sort of the full row would order
     them, by (distance, index), ties at the k-th place included. `on_block(r0, r1, c0, c1, d)` sees every
     computed block (r0 <= c0), e.g. to keep the query x gallery part. Blocks are `chunk_size` (default
     2048) rows by `block_width` columns.
@@ -91,13 +92,20 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
     left = torch.ones(b, dim + 2)
     right = torch.cat([x * -2.0, torch.ones(n, 1), sq[:, None]], 1)
 
-    def seed_bound(d: torch.Tensor, row0: int) -> np.ndarray:
-        """What a row of the first strip may take from block `d`: entries at or below its k-th so far and
-        the block's own k-th smallest, so that all members of a tie at the k-th place reach the merge."""
-        # topk only bounds the candidates (its pick among equal values is arbitrary); the merge orders them
-        block_kth = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False).values.amax(1)
-        # at or below 0 everything counts as 0, as the merge clamps it
-        return np.minimum(best.kth[row0:row0 + len(d)], np.maximum(block_kth.numpy(), 0))
+    def offer_topk(d: torch.Tensor, row0: int, col0: int) -> None:
+        """Offer each row of block `d` its entries at or below the block's k-th smallest: topk's k, or all of
+        them where a tie crosses the k-th place (topk keeps any of its members; the merge orders them)."""
+        kk = min(k, d.shape[1])
+        depth = min(kk + 1, d.shape[1])   # one more than k: it ties with the k-th only if the tie crosses
+        vals, idx = (t.numpy() for t in torch.topk(d, depth, dim=1, largest=False, sorted=True))
+        kth = np.maximum(vals[:, kk - 1], 0)   # the merge counts everything below 0 as 0
+        crossing = (vals[:, -1] <= kth) & (depth > kk)
+        clear, tied = np.flatnonzero(~crossing), np.flatnonzero(crossing)
+        best.merge(row0, np.repeat(clear, kk), idx[clear, :kk].ravel() + col0, vals[clear, :kk].ravel())
+        if len(tied):
+            dn = d.numpy()[tied]
+            r, c = np.nonzero(dn <= kth[tied, None])
+            best.merge(row0, tied[r], c + col0, dn[r, c])
 
     def offer_below(dn: np.ndarray, kth: np.ndarray, row0: int, col0: int, transposed: bool) -> None:
         mask = np.less_equal(dn, kth, out=below[: dn.size].reshape(dn.shape))
@@ -118,17 +126,20 @@ def knn_torch(x: torch.Tensor, k: int, with_row_max: bool = True, chunk_size: in
             dn = d.numpy()
             if with_row_max:
                 np.maximum(row_max[i0:i1], dn.max(1), out=row_max[i0:i1])
-            kth = seed_bound(d, i0) if i0 == 0 else best.kth[i0:i1]
-            offer_below(dn, kth[:, None], i0, j0, transposed=False)
+            if i0 == 0:
+                offer_topk(d, i0, j0)
+            else:
+                offer_below(dn, best.kth[i0:i1, None], i0, j0, transposed=False)
             c0 = max(i1, j0)                       # columns below the diagonal block, as rows
             if c0 >= j1:
                 continue
             dc = d[:, c0 - j0:]
             if with_row_max:
                 np.maximum(row_max[c0:j1], dc.numpy().max(0), out=row_max[c0:j1])
-            # a copy, then a row topk: faster than topk on the view
-            kth = seed_bound(dc.T.contiguous(), c0) if i0 == 0 else best.kth[c0:j1]
-            offer_below(dc.numpy(), kth[None, :], c0, i0, transposed=True)
+            if i0 == 0:
+                offer_topk(dc.T.contiguous(), c0, i0)   # a copy, then a row topk: faster than topk on the view
+            else:
+                offer_below(dc.numpy(), best.kth[None, c0:j1], c0, i0, transposed=True)
     return best.dist, best.idx, row_max if with_row_max else None
 
 

@@ -5,7 +5,8 @@ from typing import Any, Callable
 
 from vreid.registry import Registry
 from vreid.rerank.kreciprocal import KReciprocalDistances
-from vreid.rerank.query_expansion import AlphaQueryExpansionDistances, QueryExpansionDistances
+from vreid.rerank.query_expansion import (AlphaQueryExpansionDistances, FastReidAqeDistances,
+                                          QueryExpansionDistances)
 from vreid.rerank.sparse_knn import SparseKnnDistances
 
 RERANKERS: Registry[Callable[..., Any]] = Registry("re-ranker")
@@ -17,6 +18,8 @@ RERANKERS.register("sparse", exact=False, options="k=30 lambda_value=0.3 knn_bac
 RERANKERS.register("aqe", exact=False, options="k=5 expand_gallery=False")(QueryExpansionDistances)
 RERANKERS.register("alpha_qe", exact=False, options="k=5 alpha=3.0 expand_gallery=False")(
     AlphaQueryExpansionDistances)
+RERANKERS.register("fastreid_aqe", exact=True, options="qe_times=1 qe_k=10 alpha=3.0 knn_backend=torch|faiss")(
+    FastReidAqeDistances)
 
 #: Arguments every factory takes from the evaluator itself, never from `eval.rerank_options`.
 _EVALUATOR_ARGS = ("self", "qf", "gf", "metric")
