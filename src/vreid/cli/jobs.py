@@ -8,7 +8,7 @@ import typer
 from vreid.cli.common import console, load_config, override_keys
 
 #: Every re-ranker (vreid.rerank.RERANKERS), spelt out so `vreid --help` need not import torch; a test keeps it true.
-RERANK_NAMES = ("none", "kreciprocal", "sparse", "aqe", "alpha_qe")
+RERANK_NAMES = ("none", "kreciprocal", "sparse", "aqe", "alpha_qe", "fastreid_aqe")
 
 #: Every metric name (vreid.eval.selection.EVAL_METRICS), spelt out for the same reason; a test keeps it true.
 METRIC_NAMES = ("map", "cmc", "minp", "cgm", "roc")

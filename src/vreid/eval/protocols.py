@@ -155,7 +155,7 @@ def evaluate_protocol(name: str, qf: Any, gf: Any, query_records: Sequence[Image
                       **kwargs: Any) -> EvalResult:
     """Score features under a named protocol (PROTOCOLS) from the records' vehicle and camera ids.
 
-    `rerank`: "none" | "kreciprocal" | "sparse" | "aqe" | "alpha_qe" (vreid.rerank.RERANKERS);
+    `rerank`: "none" or a name in vreid.rerank.RERANKERS (kreciprocal, sparse, aqe, alpha_qe, fastreid_aqe);
     `rerank_options` go to the re-ranker (e.g. {"k1": 20, "k2": 6, "lambda_value": 0.3}).
     `metrics`: names in vreid.eval.selection.EVAL_METRICS ("cgm" and "roc" add their passes).
     """
