@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         dataset = load_data(cfg)
         with locked(Path(args.results), TRAIN_LOCK):
             t0 = time.perf_counter()
-            plain = run_training(cfg, dataset=dataset)
+            plain = run_training(cfg, dataset=dataset, overwrite=True)  # a row is trained anew each time
             seconds = time.perf_counter() - t0
             method = load_bundle(out)
             reranked = evaluate_method(method, dataset, cfg, torch.device("cpu"), None, rerank=args.rerank)
