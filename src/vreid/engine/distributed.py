@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -40,6 +42,21 @@ def init_distributed(device_type: str) -> DistInfo:
     return info
 
 
+@contextmanager
+def process_group(device: torch.device) -> Iterator[tuple[DistInfo, torch.device]]:
+    """The group torchrun describes, joined for the block (and left after it if joined here), and this
+    process's device (its own GPU under NCCL)."""
+    joined_here = not dist.is_initialized()
+    info = init_distributed(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        yield info, device
+    finally:
+        if joined_here:
+            cleanup(info)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
@@ -52,6 +69,55 @@ def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def current_dist() -> DistInfo:
+    """The process group this process has joined (torch.distributed initialised), else a lone process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _comm_device() -> torch.device:
+    """Where collectives take their tensors: the current GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_uneven(tensor: torch.Tensor, info: DistInfo, dst: int | None = None) -> list[torch.Tensor]:
+    """Every rank's tensor (same ndim, sizes may differ), in rank order, on the input's device. No gradient.
+
+    With `dst`, only rank `dst` receives them (the others get []).
+    """
+    if not info.enabled:
+        return [tensor]
+    device = _comm_device()
+    local = tensor.detach().to(device)
+    shape = torch.tensor(local.shape, dtype=torch.int64, device=device)
+    shapes = [torch.empty_like(shape) for _ in range(info.world_size)]
+    dist.all_gather(shapes, shape)
+    sizes = [tuple(s.tolist()) for s in shapes]
+    padded = local.new_zeros([max(dims) for dims in zip(*sizes)])  # collectives move equal shapes only
+    padded[tuple(slice(0, n) for n in local.shape)] = local
+    if dst is None:
+        parts = [torch.empty_like(padded) for _ in range(info.world_size)]
+        dist.all_gather(parts, padded)
+    else:
+        parts = [torch.empty_like(padded) for _ in range(info.world_size)] if info.rank == dst else None
+        dist.gather(padded, parts, dst=dst)
+        if parts is None:
+            return []
+    return [p[tuple(slice(0, n) for n in size)].to(tensor.device) for p, size in zip(parts, sizes)]
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The elementwise sum over ranks, as a new tensor on the input's device."""
+    if not info.enabled:
+        return tensor
+    total = tensor.detach().to(_comm_device(), copy=True)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.to(tensor.device)
 
 
 def broadcast_object(obj, info: DistInfo, src: int = 0):

@@ -9,6 +9,7 @@ import torch
 
 from vreid.config.schema import ExperimentConfig
 from vreid.data.records import ReidDataset
+from vreid.engine.distributed import current_dist
 from vreid.engine.extract import extract_features
 from vreid.fileio import atomic_path, write_json_atomic
 from vreid.methods import ReidMethod
@@ -45,14 +46,24 @@ def evaluate_method(method: ReidMethod, dataset: ReidDataset, cfg: ExperimentCon
     """Embed query and gallery, score them; with `output_dir`, write results.json and ranked.npz there.
 
     The ranked lists follow the distances the metrics used (re-ranked ones too); under the VehicleID protocol,
-    whose gallery is drawn anew per seed, they rank the whole test list by feature distance.
+    whose gallery is drawn anew per seed, they rank the whole test list by feature distance. In a process
+    group of two or more every process calls this and embeds its share (vreid.engine.sharded_eval).
     """
+    if current_dist().enabled:
+        from vreid.engine.sharded_eval import evaluate_method_distributed
+
+        return evaluate_method_distributed(method, dataset, cfg, device, output_dir, amp, rerank)
     qf = extract_features(method, dataset.query, cfg.data, device, flip=cfg.eval.flip, amp=amp)
     gf = extract_features(method, dataset.gallery, cfg.data, device, flip=cfg.eval.flip, amp=amp)
+    return evaluate_and_save(qf, gf, dataset, cfg, output_dir, rerank)
+
+
+def evaluate_and_save(qf: torch.Tensor, gf: torch.Tensor, dataset: ReidDataset, cfg: ExperimentConfig,
+                      output_dir: str | Path | None = None, rerank: str | None = None) -> dict[str, Any]:
+    """The metrics of embedded query and gallery; with `output_dir`, results.json and ranked.npz go there."""
     result = evaluate_split_result(qf, gf, dataset, cfg, rerank, top_k=cfg.eval.top_k if output_dir else 0)
     results = result.to_dict()
     if output_dir is not None:
-        output_dir = Path(output_dir)
         if result.ranked_indices is None:
             from vreid.eval import ranked_topk
 
@@ -60,9 +71,16 @@ def evaluate_method(method: ReidMethod, dataset: ReidDataset, cfg: ExperimentCon
             ranked_by = "none"  # feature distances, whatever re-ranked the metrics
         else:
             ranked, ranked_by = (result.ranked_indices, result.ranked_distances), results["rerank"]
-        write_json_atomic(output_dir / "results.json", results)
-        save_ranked_lists(output_dir / "ranked.npz", *ranked, rerank=ranked_by)
+        save_results(output_dir, results, *ranked, rerank=ranked_by)
     return results
+
+
+def save_results(output_dir: str | Path, results: dict[str, Any], indices: np.ndarray, distances: np.ndarray,
+                 rerank: str = "none") -> None:
+    """results.json and ranked.npz in `output_dir`."""
+    output_dir = Path(output_dir)
+    write_json_atomic(output_dir / "results.json", results)
+    save_ranked_lists(output_dir / "ranked.npz", indices, distances, rerank=rerank)
 
 
 def save_ranked_lists(path: Path, indices: np.ndarray, distances: np.ndarray, rerank: str = "none") -> None:

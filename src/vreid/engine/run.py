@@ -17,6 +17,7 @@ from vreid.config.loader import ConfigError
 from vreid.config.schema import ExperimentConfig
 from vreid.data.records import ReidDataset
 from vreid.engine.bundle import load_bundle, resolve_weights
+from vreid.engine.distributed import broadcast_object, process_group
 from vreid.engine.evaluate import evaluate_method
 from vreid.engine.extract import extract_features
 from vreid.engine.preflight import check_queries_can_match, preflight
@@ -114,11 +115,13 @@ def run_evaluation(cfg: ExperimentConfig, checkpoint: str | Path, rerank: str | 
     out = out if out is not None else default_eval_dir(checkpoint, rerank)
     dataset = dataset if dataset is not None else load_data(cfg)
     cfg, method = _load_for_inference(cfg, checkpoint, explicit)
-    device = pick_device(cfg.train.device)
-    method = method.to(device)
-    results = evaluate_method(method, dataset, cfg, device, out, amp=cfg.train.amp and device.type == "cuda",
-                              rerank=rerank)
-    write_run_info(out, cfg, cfg.seed, {"checkpoint": str(checkpoint), "rerank": rerank})
+    with process_group(pick_device(cfg.train.device)) as (info, device):  # torchrun: each process its share
+        out = broadcast_object(out, info)  # rank 0's folder: the default one is named by the clock
+        method = method.to(device)
+        results = evaluate_method(method, dataset, cfg, device, out, amp=cfg.train.amp and device.type == "cuda",
+                                  rerank=rerank)
+        if info.is_main:
+            write_run_info(out, cfg, cfg.seed, {"checkpoint": str(checkpoint), "rerank": rerank})
     results["output_dir"] = str(out)
     return results
 

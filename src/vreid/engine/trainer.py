@@ -313,13 +313,11 @@ class Trainer:
 
     # ----- evaluation --------------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, Any]:
-        """Embed query and gallery (main process), evaluate under the dataset's protocol, log and save."""
+        """Embed query and gallery (each process its share), evaluate under the dataset's protocol, log and save."""
         from vreid.engine.evaluate import evaluate_method
 
-        results: dict[str, Any] = {}
+        results = evaluate_method(self.method, self.dataset, self.cfg, self.device, self.output_dir, amp=self.amp)
         if self.dist.is_main:
-            results = evaluate_method(self.method, self.dataset, self.cfg, self.device, self.output_dir,
-                                      amp=self.amp)
             self.log.log(self.step, {k: v for k, v in results.items() if isinstance(v, float)})
         barrier(self.dist)
         self.last_eval = results

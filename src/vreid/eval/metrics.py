@@ -146,11 +146,21 @@ def _rank_block(dist: torch.Tensor, rows: np.ndarray, cols: np.ndarray, pos_dist
     """
     order = np.lexsort((cols, pos_dist, rows))
     rows, cols, pos_dist = rows[order], cols[order], pos_dist[order]
+    return rows, cols, pos_dist, count_before(dist, rows, cols, pos_dist, self_counted)
+
+
+def count_before(dist: torch.Tensor, rows: np.ndarray, tie_cols: np.ndarray, pos_dist: np.ndarray,
+                 self_counted: bool | np.ndarray) -> np.ndarray:
+    """Per positive, #{finite i in its row: d_i < d} + #{finite i: d_i == d, i < tie_col}; `rows` ascending.
+
+    `self_counted` (one flag, or one per positive): the positive's own entry is finite in `dist`, so it is
+    not its own tie. A gallery shard passes its local bound of the positive's global index as `tie_cols`.
+    """
     B = dist.shape[0]
     counts = np.bincount(rows, minlength=B)
     width = int(counts.max()) if len(rows) else 0
     if width == 0:
-        return rows, cols, pos_dist, np.zeros(0, np.int64)
+        return np.zeros(0, np.int64)
     slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
     inf = torch.tensor(float("inf"))
     thresholds = torch.full((B, width), float("inf"))
@@ -167,11 +177,11 @@ def _rank_block(dist: torch.Tensor, rows: np.ndarray, cols: np.ndarray, pos_dist
     at_most = below.gather(1, torch.searchsorted(bounds, above))
     r_t, s_t = torch.from_numpy(rows), torch.from_numpy(slot)
     ranks = strict[r_t, s_t].numpy().copy()
-    ties = (at_most[r_t, s_t] - strict[r_t, s_t]).numpy() - (1 if self_counted else 0)
+    ties = (at_most[r_t, s_t] - strict[r_t, s_t]).numpy() - np.asarray(self_counted, np.int64)
     for i in np.nonzero(ties > 0)[0]:  # equal distances: lower gallery index first (stable order)
-        b, j = int(rows[i]), int(cols[i])
+        b, j = int(rows[i]), int(tie_cols[i])
         ranks[i] += int((dist[b, :j] == float(pos_dist[i])).sum())
-    return rows, cols, pos_dist, ranks
+    return ranks
 
 
 def rank_positives(dist: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +265,37 @@ def remove_junk(dist: torch.Tensor, junk_rule: str, rows: np.ndarray, cols: np.n
     return np.ones(len(rows), bool)
 
 
+def same_id_pairs(index: GalleryIndex, g_cams: np.ndarray, block_q_ids: np.ndarray,
+                  block_q_cams: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(block row, gallery index, same camera?) of every same-id pair of a block of queries."""
+    rows, cols = index.same_id(block_q_ids)
+    return rows, cols, g_cams[cols] == block_q_cams[rows]
+
+
+def positives_after_junk(dist: torch.Tensor, junk_rule: str, rows: np.ndarray, cols: np.ndarray,
+                         same_cam: np.ndarray, block_q_cams: np.ndarray, g_cams: torch.Tensor,
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Junk set to +inf in `dist` (`remove_junk`); returns keep and the positives' rows, cols and distances."""
+    keep = remove_junk(dist, junk_rule, rows, cols, same_cam, block_q_cams, g_cams)
+    prow, pcol = rows[keep], cols[keep]
+    return keep, prow, pcol, dist[torch.from_numpy(prow), torch.from_numpy(pcol)].numpy()
+
+
+def summarise_queries(ap: np.ndarray, inp: np.ndarray, first: np.ndarray, num_gallery: int, max_rank: int,
+                      **labels: Any) -> EvalResult:
+    """The EvalResult of per-query AP, INP and first-positive rank (-1: no positive; such queries are skipped)."""
+    valid = first >= 0
+    n_valid = int(valid.sum())
+    G = num_gallery
+    max_rank = max(1, min(max_rank, G)) if G else max(1, max_rank)
+    cmc = (first[valid][:, None] <= np.arange(max_rank)[None, :]).mean(0) if n_valid else np.zeros(max_rank)
+    return EvalResult(
+        mAP=float(ap[valid].mean()) if n_valid else 0.0, mINP=float(inp[valid].mean()) if n_valid else 0.0,
+        cmc=cmc.astype(np.float64), num_queries=len(first), num_valid_queries=n_valid, average_precision=ap,
+        first_match_rank=first, **labels,
+    )
+
+
 def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: Any = None, g_cams: Any = None,
                        junk_rule: str = "same_id_same_camera", max_rank: int = 50,
                        chunk_size: int | None = None, cgm: bool = False, metric: str = "euclidean",
@@ -276,13 +317,11 @@ def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: A
         dist = source.block(start, stop, out=buffer[:B])
         if top_k:  # the ranked list as a user sees it: every gallery item, by these (re-ranked) distances
             ranked_idx[start:stop], ranked_dist[start:stop] = topk_block(dist, top_k)
-        rows, cols = index.same_id(q_ids[start:stop])
-        same_cam = g_cams[cols] == q_cams[start + rows]
+        rows, cols, same_cam = same_id_pairs(index, g_cams, q_ids[start:stop], q_cams[start:stop])
         source_junk = dist[torch.from_numpy(rows[same_cam]), torch.from_numpy(cols[same_cam])].numpy() \
             if cgm else None
-        keep = remove_junk(dist, junk_rule, rows, cols, same_cam, q_cams[start:stop], g_cams_t)
-        prow, pcol = rows[keep], cols[keep]
-        pos_dist = dist[torch.from_numpy(prow), torch.from_numpy(pcol)].numpy()
+        keep, prow, pcol, pos_dist = positives_after_junk(dist, junk_rule, rows, cols, same_cam,
+                                                          q_cams[start:stop], g_cams_t)
         r, _, _, ranks = _rank_block(dist, prow, pcol, pos_dist, self_counted=True)
         a, i, f = _per_query(r, ranks, B)
         ap[start:stop], inp[start:stop], first[start:stop] = a, i, f
@@ -295,14 +334,8 @@ def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: A
             all_dist[~keep] = source_junk[: int((~keep).sum())]
             dist[torch.from_numpy(rows), torch.from_numpy(cols)] = inf
             cgm_q[start:stop], _ = _cgm_block(dist, rows, cols, all_dist, q_cams[start:stop], g_cams)
-    valid = first >= 0
-    n_valid = int(valid.sum())
-    max_rank = max(1, min(max_rank, G)) if G else max(1, max_rank)
-    cmc = (first[valid][:, None] <= np.arange(max_rank)[None, :]).mean(0) if n_valid else np.zeros(max_rank)
-    result = EvalResult(
-        mAP=float(ap[valid].mean()) if n_valid else 0.0, mINP=float(inp[valid].mean()) if n_valid else 0.0,
-        cmc=cmc.astype(np.float64), num_queries=Q, num_valid_queries=n_valid, junk_rule=junk_rule,
-        metric=metric, rerank=rerank, protocol=protocol, average_precision=ap, first_match_rank=first,
+    result = summarise_queries(
+        ap, inp, first, G, max_rank, junk_rule=junk_rule, metric=metric, rerank=rerank, protocol=protocol,
         ranked_indices=ranked_idx if top_k else None, ranked_distances=ranked_dist if top_k else None,
     )
     if cgm:

@@ -67,6 +67,7 @@ def _junk_protocol(name: str, junk_rule: str) -> Callable[..., EvalResult]:
         return evaluate(qf, gf, q_ids, g_ids, q_cams, g_cams, protocol=name, **kw)
 
     run.__doc__ = f"Single-query protocol '{name}' with gallery rule '{junk_rule}'."
+    run.junk_rule = junk_rule  # type: ignore[attr-defined]  # one gallery, one rule: vreid.eval.sharded can split it
     return run
 
 
