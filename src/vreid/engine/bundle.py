@@ -24,10 +24,23 @@ def save_bundle(folder: str | Path, method: ReidMethod) -> None:
     write_model_info(folder, method)
 
 
+def foreign_weights_error(path: Path) -> CheckpointError:
+    """The one error for a file vreid did not write (a FastReID .pth, ...): it must be converted first."""
+    from vreid.convert import CONVERTERS
+
+    return CheckpointError(
+        f"{path}: not a vreid model (a vreid run holds model.safetensors + model_info.json); convert a checkpoint "
+        f"of another toolkit first: vreid convert --from {'|'.join(CONVERTERS.names())} {path} --config CONFIG "
+        "-o RUN_DIR, then pass -c RUN_DIR"
+    )
+
+
 def resolve_weights(path: str | Path) -> Path:
     """A run folder, a checkpoint folder or a .safetensors file -> the weights file to load."""
     path = Path(path)
     if path.is_file():
+        if path.suffix != ".safetensors":
+            raise foreign_weights_error(path)
         return path
     if (path / "model.safetensors").is_file():
         return path / "model.safetensors"
