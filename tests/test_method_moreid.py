@@ -15,9 +15,9 @@ from vreid.config import load_experiment
 from vreid.engine.distributed import DistInfo
 from vreid.engine.momentum import FeatureQueue, MomentumQueueHook, ema_update_, make_key_encoder
 from vreid.methods import DataInfo, build_method
-from vreid.methods.bot import BackboneConfig
 from vreid.methods.moreid import MoReIDConfig
 from vreid.models import create_backbone
+from vreid.models.backbones.config import BackboneConfig
 from vreid.models.nonlocal_block import NonLocalStage, insert_non_local
 
 

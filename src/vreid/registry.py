@@ -1,6 +1,8 @@
 """One small registry type: maps a name to a class or function, for every pluggable kind in vreid."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from vreid.errors import VreidError
@@ -23,12 +25,29 @@ class Registry(Generic[T]):
     ... def tiny(): ...
     >>> BACKBONES.get("tiny") is tiny
     True
+
+    `plugins` names a package whose public modules register themselves: they are imported on the first lookup,
+    so the module holding the registry need not import the plug-ins that depend on it.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plugins: str | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        self._plugins = plugins
+
+    def _load_plugins(self) -> None:
+        """Import every public module of the plug-in package, once."""
+        if self._plugins is None:
+            return
+        package, self._plugins = self._plugins, None  # cleared first: a plug-in that looks a name up must not recurse
+        try:
+            for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+                if not info.name.startswith("_"):
+                    importlib.import_module(f"{package}.{info.name}")
+        except BaseException:
+            self._plugins = package  # a broken plug-in fails every lookup, not only the first
+            raise
 
     def register(self, name: str | None = None, **meta: Any) -> Callable[[T], T]:
         """Decorator: register the decorated object under `name` (default: its __name__)."""
@@ -44,6 +63,7 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
+        self._load_plugins()
         try:
             return self._items[name]
         except KeyError:
@@ -56,15 +76,18 @@ class Registry(Generic[T]):
         return self._meta[name]
 
     def names(self) -> list[str]:
+        self._load_plugins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load_plugins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._load_plugins()
         return len(self._items)
 
     def __repr__(self) -> str:

@@ -13,8 +13,9 @@ if TYPE_CHECKING:
     from vreid.config.schema import OptimConfig
     from vreid.engine.hooks import Hook
 
-#: name -> ReidMethod subclass; each class carries its own `Config` dataclass.
-METHODS: Registry[type["ReidMethod"]] = Registry("method")
+#: name -> ReidMethod subclass; each class carries its own `Config` dataclass. The methods (every public module of
+#: vreid.methods) are imported on the first lookup, so the engine can import this contract without them.
+METHODS: Registry[type["ReidMethod"]] = Registry("method", plugins="vreid.methods")
 
 #: A training batch: images (B,3,H,W) float; labels (B,) long class index used by the losses (dataset
 #: labels or pseudo-labels); vehicle_ids, camera_ids, viewpoints (B,) long with -1 where unknown;

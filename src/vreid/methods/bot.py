@@ -16,7 +16,7 @@ from vreid.config.loader import choices
 from vreid.engine.hooks import Hook
 from vreid.losses import CenterLoss, CrossEntropyLabelSmooth, TripletLoss
 from vreid.methods.base import METHODS, Batch, DataInfo, MethodConfig, ReidMethod
-from vreid.models import create_backbone
+from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.layers import CLASSIFIERS, BNNeck, make_pool
 
 
@@ -28,16 +28,6 @@ def _pools():
 
 def _classifiers():
     return CLASSIFIERS
-
-
-@dataclass
-class BackboneConfig:
-    """Which backbone, from which local weights file (None = random init)."""
-
-    name: str = "resnet50_ibn_a"
-    pretrained: str | None = None
-    last_stride: int = 1
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,16 +47,6 @@ class BotConfig(MethodConfig):
     center_weight: float = 0.0
     center_lr: float = 0.5
     neck_feat: Literal["after", "before"] = "after"
-
-
-def build_backbone(cfg: BackboneConfig) -> nn.Module:
-    try:
-        return create_backbone(cfg.name, pretrained=cfg.pretrained, last_stride=cfg.last_stride, **cfg.options)
-    except TypeError as e:  # an option the builder does not take: name the config key, not the function
-        if cfg.options and "argument" in str(e):
-            raise ValueError(f"model.backbone.options: {e} (options given: {', '.join(cfg.options)}); remove "
-                             f"the ones backbone '{cfg.name}' does not take") from None
-        raise
 
 
 class CenterGradRescale(Hook):

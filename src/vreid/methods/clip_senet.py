@@ -17,7 +17,7 @@ from vreid.config.loader import choices
 from vreid.engine.freeze import set_trainable
 from vreid.losses import CrossEntropyLabelSmooth, SupConLoss
 from vreid.methods.base import METHODS, Batch, DataInfo, MethodConfig, ReidMethod
-from vreid.methods.bot import BackboneConfig, build_backbone
+from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.layers import BNNeck, LinearClassifier, make_pool
 from vreid.models.semantic import AFEM, AFEM_VARIANTS, ClipSemanticEncoder, register_clip_config
 from vreid.models.semantic.afem import kaiming_linear

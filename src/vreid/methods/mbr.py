@@ -27,7 +27,7 @@ from vreid.engine.freeze import FreezeModules
 from vreid.engine.hooks import Hook
 from vreid.losses import CrossEntropyLabelSmooth, TripletLoss
 from vreid.methods.base import METHODS, Batch, DataInfo, MethodConfig, ReidMethod
-from vreid.methods.bot import BackboneConfig, build_backbone
+from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.branches import BRANCHES, build_branch, trunk_info
 from vreid.models.layers import BNNeck, LinearClassifier, make_pool
 

@@ -1,7 +1,7 @@
 """`usl`: large-scale fully-unsupervised Re-ID (Bertocco et al., 2023), no identity labels used.
 
 B >= 1 backbones, each with an EMA teacher. Before every epoch (one pipeline iteration) the hook in
-`vreid.unsup.pipeline` clusters each backbone's features (kNN, O(kN) mutual-kNN Jaccard re-ranking, sparse
+`vreid.methods.usl_pipeline` clusters each backbone's features (kNN, O(kN) mutual-kNN Jaccard re-ranking, sparse
 DBSCAN with eps from a schedule), optionally on a local neighbourhood of the data, and a random derangement
 decides whose pseudo-labels each backbone learns from. Losses per backbone: proxy softmax over the cluster
 centroids + batch-hard softmax-triplet. Retrieval uses the teachers: the concatenation of their L2-normalised
@@ -23,7 +23,9 @@ from vreid.config.loader import choices
 from vreid.engine.hooks import Hook
 from vreid.engine.momentum import make_key_encoder
 from vreid.methods.base import METHODS, Batch, DataInfo, MethodConfig, ReidMethod
-from vreid.methods.bot import BackboneConfig, _pools, build_backbone
+from vreid.methods.bot import _pools
+from vreid.methods.usl_pipeline import UslPipelineHook
+from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.layers import BNNeck, make_pool
 from vreid.unsup.clustering import ClusteringConfig
 from vreid.unsup.memory import ClusterMemory, proxy_loss, softmax_triplet_loss
@@ -126,6 +128,4 @@ class UnsupervisedReid(ReidMethod):
         return torch.cat([m.embed(images) * scale for m in models], dim=1)
 
     def hooks(self) -> list[Hook]:
-        from vreid.unsup.pipeline import UslPipelineHook
-
         return [UslPipelineHook(self)]
