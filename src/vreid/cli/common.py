@@ -1,6 +1,7 @@
 """Shared CLI plumbing: consoles and config loading with overrides (errors are handled in vreid.cli.errors)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -8,7 +9,8 @@ from rich.console import Console
 from vreid.config import ExperimentConfig, load_experiment
 from vreid.config.loader import parse_override
 
-console = Console()
+#: Results go to stdout once: under torchrun only rank 0 prints them (errors still print on every rank).
+console = Console(quiet=os.environ.get("RANK", "0") != "0")
 err_console = Console(stderr=True)
 
 

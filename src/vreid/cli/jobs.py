@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config, overrides)
         results = run_training(cfg, resume=resume, overwrite=overwrite, allow_changes=allow_changes)
         if results.get("mAP") is not None:
-            print_results(results, title=f"{cfg.model.name} on {cfg.data.layout}")
+            print_results(results, title=f"{cfg.model.name} on {cfg.data.layout}", console=console)
         console.print(f"outputs in {cfg.output_dir}")
 
     @app.command(
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             console.print_json(json.dumps(results, default=float))
         else:
-            print_results(results, title=f"{cfg.data.layout} ({results.get('protocol', '')})")
+            print_results(results, title=f"{cfg.data.layout} ({results.get('protocol', '')})", console=console)
         err_console.print(f"results in {results['output_dir']}", highlight=False, soft_wrap=True)
 
     @app.command(
