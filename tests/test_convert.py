@@ -2,6 +2,7 @@
 whose embeddings equal FastReID's own forward, and that `vreid eval` / `load_bundle` use like any run."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -369,3 +370,124 @@ def test_a_foreign_pth_given_to_eval_names_vreid_convert(narrow_sbs, tiny_world,
     assert result.exit_code != 0
     assert "error:" in result.output and "vreid convert" in result.output
     assert "Traceback" not in result.output
+
+
+# --- MBR (videturfortuna/vehicle_reid_itsc2023 `MBR_model`), rebuilt from models/models.py: IBN-Net trunk up to
+# --- layer3 (`modelup2L3.model`), layer4 branches (`modelL4.model`), `finalblock.finalblocks` and `LAI`
+
+
+class MbrClassBlock(nn.Module):
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.add_block = nn.Sequential(nn.BatchNorm1d(dim))
+        self.classifier = nn.Sequential(nn.Linear(dim, num_classes, bias=False))
+
+    def forward(self, x):
+        return self.add_block(x)  # the feature; the logits are training-only
+
+
+def _grouped(stage: nn.Sequential, groups: int) -> nn.Sequential:
+    """The official grouped layer4: every conv split into `groups` (stride 1), new weights."""
+    for block in stage:
+        for name in ("conv1", "conv2", "conv3"):
+            conv = getattr(block, name)
+            setattr(block, name, nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, 1, conv.padding,
+                                           groups=groups, bias=False))
+        if block.downsample is not None:
+            conv = block.downsample[0]
+            block.downsample[0] = nn.Conv2d(conv.in_channels, conv.out_channels, 1, 1, groups=groups, bias=False)
+    return stage
+
+
+class MbrOfficial(nn.Module):
+    """`n_branches` R50 copies (stride 2) or one `groups`-grouped layer4 (stride 1); LBS: even blocks ClassBlocks,
+    odd blocks bare BNs; LAI indexed by cam * n_views + view; `x2g`: the second branch sees swapped halves."""
+
+    def __init__(self, width=8, n_branches=2, groups=0, num_classes=576, n_cams=0, n_views=0, x2g=False, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        r = FrResNet(True, [0, 0, 0, 0], width, stem_pool="padded")  # IBN-Net resnet50_ibn_a: padded stem pool
+        self.modelup2L3 = nn.Module()
+        self.modelup2L3.model = nn.Sequential(r.conv1, r.bn1, nn.ReLU(), r.maxpool, r.layer1, r.layer2, r.layer3)
+        self.modelL4 = nn.Module()
+        if groups:
+            first = _grouped(copy.deepcopy(r.layer4), groups)
+            stages = [first, copy.deepcopy(first)] if x2g else [first]
+        else:
+            stages = [copy.deepcopy(r.layer4) for _ in range(n_branches)]
+            for s in stages:
+                s[0].conv2.stride = s[0].downsample[0].stride = (2, 2)
+        self.modelL4.model = nn.ModuleList(stages)
+        self.x2g, self.groups, dim = x2g, max(groups, 1), width * 32
+        self.finalblock = nn.Module()
+        n_blocks = groups * (int(x2g) + 1) if groups else n_branches  # n_groups * (len(["2x"]) + 1) for 2X2G
+        self.finalblock.finalblocks = nn.ModuleList(
+            MbrClassBlock(dim // self.groups, num_classes) if k % 2 == 0 else nn.BatchNorm1d(dim // self.groups)
+            for k in range(n_blocks))
+        self.n_views = n_views
+        if n_cams:
+            self.finalblock.LAI = nn.Parameter(torch.randn(len(stages), n_cams * n_views, dim))
+        self.calibrate()
+
+    def calibrate(self):
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    m.momentum = None
+                if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0, 0.1)
+            images = torch.rand(8, 3, 64, 64) * torch.linspace(0.2, 1.0, 8).view(-1, 1, 1, 1)
+            self.train()(images, torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long))
+        self.eval()
+
+    def forward(self, x, cam, view):
+        mix = self.modelup2L3.model(x)
+        ffs = []
+        for i, branch in enumerate(self.modelL4.model):
+            h = mix.shape[1] // 2
+            out = branch(torch.cat((mix[:, h:], mix[:, :h]), 1) if self.x2g and i > 0 else mix)
+            emb = out.mean(dim=(2, 3))
+            if hasattr(self.finalblock, "LAI"):
+                emb = emb + self.finalblock.LAI[i, cam * self.n_views + view, :]
+            size = emb.shape[1] // self.groups
+            for j in range(self.groups):
+                ffs.append(self.finalblock.finalblocks[i + j](emb[:, size * j:size * (j + 1)]))
+        return torch.cat([nn.functional.normalize(f, dim=1) for f in ffs], dim=1)
+
+
+MBR_ARCHS = {
+    "r50-2b": (dict(n_branches=2, n_cams=3, n_views=2), ["model.metadata=camera+viewpoint",
+                                                         "model.metadata_cameras=3", "model.metadata_viewpoints=2"]),
+    "baseline": (dict(n_branches=1), []),
+    "mbr-4g": (dict(groups=4), []),
+    "mbr-2x2g": (dict(groups=2, x2g=True), []),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(MBR_ARCHS))
+def test_mbr_layer4_architectures_match_the_official_forward(arch, tmp_path):
+    kwargs, overrides = MBR_ARCHS[arch]
+    source = MbrOfficial(**kwargs)
+    path = tmp_path / "best_mAP.pt"
+    torch.save(source.state_dict(), path)
+    cfg = load_experiment(f"configs/mbr/archs/{arch}.yaml", [NARROW, "data.height=64", "data.width=64", *overrides])
+    report = convert_checkpoint("mbr", path, cfg, tmp_path / "run")
+    method = load_bundle(tmp_path / "run")
+    assert method.info.mean == (0.5, 0.5, 0.5) and method.info.num_classes == 576
+    cams, views = torch.tensor([2, 0]), torch.tensor([1, 0])
+    x = (torch.rand(2, 3, 64, 64) - 0.5) / 0.5  # the official transforms normalise outside the model
+    with torch.no_grad():
+        expected = source(x, cams, views)
+        got = method.embed(x, camera_ids=cams, viewpoints=views)
+    diff = (got - expected).abs().max().item()
+    print(f"\nmbr {arch} parity: max |diff| {diff:.2e} ({report.notes})")
+    assert got.shape == expected.shape and diff < 1e-5
+
+
+def test_mbr_bot_branches_are_refused_with_the_reason(tmp_path):
+    path = tmp_path / "mbr4b.pt"
+    torch.save(MbrOfficial(n_branches=2).state_dict(), path)
+    cfg = load_experiment("configs/mbr/archs/mbr-4b.yaml", [NARROW])
+    with pytest.raises(ConversionError, match="RelPosMHSA"):
+        convert_checkpoint("mbr", path, cfg, tmp_path / "run")

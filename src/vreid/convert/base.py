@@ -11,9 +11,13 @@ from vreid.errors import VreidError
 from vreid.methods import MethodConfig
 from vreid.registry import Registry
 
-#: vreid states used only by training losses (identity classifier, center-loss centers): a checkpoint may lack
-#: them, or hold them for another class count, without changing an embedding
-TRAINING_ONLY_PREFIXES = ("classifier.", "center.")
+#: modules of vreid methods used only by training losses (identity classifiers, center-loss centers): a
+#: checkpoint may lack them, or hold them for another class count, without changing an embedding
+TRAINING_ONLY_MODULES = ("classifier", "center")
+
+
+def training_only(key: str) -> bool:
+    return any(part in TRAINING_ONLY_MODULES for part in key.split(".")[:-1])
 
 
 class ConversionError(VreidError, RuntimeError):
@@ -74,9 +78,9 @@ def fit_to_model(converted: Converted, model: nn.Module, fix: str) -> tuple[dict
     notes: list[str] = []
     unexpected = sorted(k for k in source if k not in target)
     mismatched = sorted(f"{k} (checkpoint {list(v.shape)}, model {list(target[k].shape)})" for k, v in source.items()
-                        if k in target and v.shape != target[k].shape and not k.startswith(TRAINING_ONLY_PREFIXES))
+                        if k in target and v.shape != target[k].shape and not training_only(k))
     missing = sorted(k for k in target if k not in source and not k.endswith("num_batches_tracked")
-                     and not k.startswith(TRAINING_ONLY_PREFIXES))
+                     and not training_only(k))
     if unexpected or mismatched or missing:
         parts = [f"missing ({_listed(missing)})" if missing else "",
                  f"unexpected ({_listed(unexpected)})" if unexpected else "",
@@ -85,7 +89,7 @@ def fit_to_model(converted: Converted, model: nn.Module, fix: str) -> tuple[dict
                               + "; ".join(p for p in parts if p) + f". Fix: {fix}")
     full = dict(source)
     for key, value in target.items():
-        if key.startswith(TRAINING_ONLY_PREFIXES) and (key not in full or full[key].shape != value.shape):
+        if training_only(key) and (key not in full or full[key].shape != value.shape):
             full[key] = value
             notes.append(f"{key}: not in the checkpoint (or for another class count), left as initialised; it "
                          "serves only a training loss, embeddings are unaffected")

@@ -54,7 +54,7 @@ def _settings_fix(converter: Converter, state_dict: dict[str, torch.Tensor], cfg
         for part in key.split(".")[1:]:
             obj = getattr(obj, part, None)
         given[key] = obj
-    differ = [f"{k}={v!r} (config: {given.get(k)!r})" for k, v in implied.items() if given.get(k) != v]
+    differ = [f"{k}={v!r} (config: {repr(given.get(k))[:60]})" for k, v in implied.items() if given.get(k) != v]
     return ("use a config (or KEY=VALUE overrides) whose model matches the checkpoint"
             + (f"; the checkpoint implies {', '.join(differ)}" if differ else ""))
 
