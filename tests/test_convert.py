@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from conftest import tiny_overrides
 from vreid.config import load_experiment
 from vreid.convert import CONVERTERS, ConversionError
-from vreid.convert.fastreid import non_local_positions
+from vreid.convert.fastreid import STEM_NOTE, non_local_positions
 from vreid.convert.run import convert_checkpoint
 from vreid.data.transforms import build_test_transform
 from vreid.engine.bundle import load_bundle
@@ -228,7 +228,7 @@ def test_fastreid_sbs_r50_ibn_full_size_matches_fastreids_forward(tmp_path):
             "heads.pool_layer.p", "heads.weight", "pixel_mean"} <= keys
     report = convert_checkpoint("fastreid", ckpt, sbs_config(), tmp_path / "run")
     assert report.tensors == len(keys) - 2  # everything but the two normalisation buffers, nothing dropped
-    assert report.notes == []
+    assert report.notes == [STEM_NOTE]  # nothing dropped or filled in
     assert report.preprocessing.mean == pytest.approx((0.485, 0.456, 0.406))
     method = load_bundle(tmp_path / "run")
     assert not any("pixel" in k for k in method.state_dict())  # normalised once: in the preprocessing only

@@ -20,6 +20,11 @@ DEFAULT_PIXEL_STD = (58.395, 57.12, 57.375)
 #: FastReID's GeneralizedMeanPooling exponent when the head's p is fixed (no `heads.pool_layer.p` saved)
 DEFAULT_GEM_P = 3.0
 
+#: the known differences that no weight can carry; printed with every conversion
+STEM_NOTE = ("FastReID's stem max-pools with ceil_mode and no padding, vreid's ResNet with padding 1 (same size, "
+             "windows one pixel apart), and FastReID resizes test images bicubically, vreid bilinearly: the weights "
+             "are exact, the numbers may move slightly")
+
 _NON_LOCAL = re.compile(r"backbone\.NL_([1-4])\.(\d+)\.(g|theta|phi|W\.0|W\.1)\.(.+)")
 _NON_LOCAL_PARTS = {"g": "g", "theta": "theta", "phi": "phi", "W.0": "out.0", "W.1": "out.1"}
 _RESIDUAL_BLOCK = re.compile(r"backbone\.layer([1-4])\.(\d+)\.")
@@ -125,7 +130,7 @@ class FastReIDConverter:
                 f"{len(unplaced)} FastReID tensors have no place in vreid's {cfg.name}: {', '.join(unplaced[:10])}"
                 + (" ..." if len(unplaced) > 10 else "") + "; supported are ResNet (IBN-a, non-local) backbones "
                 "with an EmbeddingHead without EMBEDDING_DIM reduction (see docs/models.md)")
-        notes = []
+        notes = [STEM_NOTE]
         if "pool.p" in out:
             out["pool.p"] = out["pool.p"].reshape(())  # GeneralizedMeanPoolingP keeps p as shape (1,)
         elif getattr(cfg, "pooling", None) == "gem":
