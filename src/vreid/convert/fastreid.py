@@ -21,9 +21,8 @@ DEFAULT_PIXEL_STD = (58.395, 57.12, 57.375)
 DEFAULT_GEM_P = 3.0
 
 #: the known differences that no weight can carry; printed with every conversion
-STEM_NOTE = ("FastReID's stem max-pools with ceil_mode and no padding, vreid's ResNet with padding 1 (same size, "
-             "windows one pixel apart), and FastReID resizes test images bicubically, vreid bilinearly: the weights "
-             "are exact, the numbers may move slightly")
+STEM_NOTE = ("model.backbone.options.stem_pool=ceil: FastReID's stem max-pools with ceil_mode and no padding; "
+             "FastReID resizes test images bicubically, vreid bilinearly, so numbers on real images may move slightly")
 
 _NON_LOCAL = re.compile(r"backbone\.NL_([1-4])\.(\d+)\.(g|theta|phi|W\.0|W\.1)\.(.+)")
 _NON_LOCAL_PARTS = {"g": "g", "theta": "theta", "phi": "phi", "W.0": "out.0", "W.1": "out.1"}
@@ -114,6 +113,9 @@ class FastReIDConverter:
                                   f"methods, not model.name={cfg.name}; use configs/bot/*.yaml or configs/sbs/*.yaml")
         if getattr(cfg, "neck_feat", "after") != "after":
             raise ConversionError("FastReID embeds with the BNNeck output at test time; set model.neck_feat=after")
+        backbone = getattr(cfg, "backbone", None)
+        if backbone is not None:  # FastReID v1's stem pool; recorded in model_info.json, so rebuilds keep it
+            backbone.options = {**backbone.options, "stem_pool": "ceil"}
         positions = non_local_positions(list(state_dict))
         out: dict[str, torch.Tensor] = {}
         unplaced = []

@@ -102,6 +102,14 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+#: The stem's 3x3 stride-2 max-pool: "padded" as torchvision and IBN-Net (padding 1), "ceil" as FastReID v1
+#: (no padding, ceil_mode): the same output size, windows one pixel apart.
+STEM_POOLS = {
+    "padded": lambda: nn.MaxPool2d(3, 2, 1),
+    "ceil": lambda: nn.MaxPool2d(3, 2, ceil_mode=True),
+}
+
+
 class ResNet(nn.Module):
     """Headless ResNet: ``forward_features`` returns the layer4 map (B, num_features, H/16 or H/32, ...).
 
@@ -113,17 +121,19 @@ class ResNet(nn.Module):
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
                  widths: Sequence[int] = (64, 128, 256, 512), stem_width: int | None = None,
                  last_stride: int = 1, ibn: bool = False, se: bool = False,
-                 groups: int = 1, base_width: int = 64) -> None:
+                 groups: int = 1, base_width: int = 64, stem_pool: str = "padded") -> None:
         super().__init__()
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+        if stem_pool not in STEM_POOLS:
+            raise ValueError(f"model.backbone.options.stem_pool: {stem_pool!r} is not one of {', '.join(STEM_POOLS)}")
         stem_width = stem_width or widths[0]
         self._block_kw = dict(se=se, groups=groups, base_width=base_width)
         self.inplanes = stem_width
         self.conv1 = nn.Conv2d(3, stem_width, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = STEM_POOLS[stem_pool]()
         strides = (1, 2, 2, last_stride)
         for i, (planes, n, stride) in enumerate(zip(widths, layers, strides)):
             # IBN-a: every block of layer1..layer3; layer4 stays BatchNorm only.
