@@ -55,6 +55,8 @@ def evaluate_method(method: ReidMethod, dataset: ReidDataset, cfg: ExperimentCon
         return evaluate_method_distributed(method, dataset, cfg, device, output_dir, amp, rerank)
     qf = extract_features(method, dataset.query, cfg.data, device, flip=cfg.eval.flip, amp=amp)
     gf = extract_features(method, dataset.gallery, cfg.data, device, flip=cfg.eval.flip, amp=amp)
+    if device.type == "cuda":  # distances, ranking and re-ranking then run on the GPU too
+        qf, gf = qf.to(device), gf.to(device)
     return evaluate_and_save(qf, gf, dataset, cfg, output_dir, rerank)
 
 

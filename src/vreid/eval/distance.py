@@ -13,13 +13,24 @@ DEFAULT_BLOCK_BYTES = 1 << 30
 
 
 def as_tensor(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A CPU tensor of `dtype` sharing memory with `x` where possible (numpy arrays, tensors, lists)."""
+    """A tensor of `dtype` sharing memory with `x` where possible (numpy arrays, tensors, lists).
+
+    A tensor keeps its device: features on a GPU are scored there.
+    """
     if isinstance(x, torch.Tensor):
-        t = x.detach()
-        if t.device.type != "cpu":
-            t = t.cpu()
-        return t.to(dtype)
+        return x.detach().to(dtype)
     return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+def device_index(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A numpy index (or value) array as a tensor on `like`'s device; shared memory, no copy, on the CPU."""
+    t = torch.from_numpy(a)
+    return t if like.device.type == "cpu" else t.to(like.device)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a numpy array (copied off an accelerator, shared on the CPU)."""
+    return t.detach().cpu().numpy()
 
 
 def as_int_array(x: Any) -> np.ndarray:
@@ -82,6 +93,7 @@ class FeatureDistances:
         self.q, self.g = prepare_features(qf, gf, metric)
         self.num_query, self.num_gallery = self.q.shape[0], self.g.shape[0]
         self.g_sqnorm = self.g.pow(2).sum(1) if metric == "euclidean" else None
+        self.device = self.q.device
 
     def block(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         return distance_block(self.q[start:stop], self.g, self.metric, self.g_sqnorm, out)
@@ -93,6 +105,7 @@ class MatrixDistances:
     def __init__(self, distmat: Any) -> None:
         self.distmat = distmat
         self.num_query, self.num_gallery = int(distmat.shape[0]), int(distmat.shape[1])
+        self.device = distmat.device if isinstance(distmat, torch.Tensor) else torch.device("cpu")
 
     def block(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         block = as_tensor(self.distmat[start:stop])
@@ -112,9 +125,25 @@ class FunctionDistances:
         return out.copy_(block) if out is not None else block
 
 
-def auto_chunk_size(num_gallery: int, bytes_per_element: int = 12, budget: int = DEFAULT_BLOCK_BYTES) -> int:
-    """Query rows per block so that a block and its per-element buffers stay within `budget` bytes."""
+def auto_chunk_size(num_gallery: int, bytes_per_element: int = 12, budget: int = DEFAULT_BLOCK_BYTES,
+                    device: torch.device | str | None = None) -> int:
+    """Query rows per block so that a block and its per-element buffers stay within `budget` bytes.
+
+    On a CUDA device the budget is also capped at half of its free memory (the rest is left to the caller).
+    """
+    if device is not None and torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        budget = min(budget, free // 2)
     return int(max(1, min(4096, budget // max(1, num_gallery * bytes_per_element))))
+
+
+def source_device(source: Any) -> torch.device:
+    """Where a DistanceSource computes: its `device`, else its query features' device, else the CPU."""
+    device = getattr(source, "device", None)
+    if device is None:
+        q = getattr(source, "q", None)
+        device = q.device if isinstance(q, torch.Tensor) else "cpu"
+    return torch.device(device)
 
 
 def iter_blocks(num_rows: int, chunk_size: int) -> Iterator[tuple[int, int]]:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from vreid.eval.distance import (
-    DistanceSource, FeatureDistances, MatrixDistances, as_int_array, auto_chunk_size, iter_blocks,
+    DistanceSource, FeatureDistances, MatrixDistances, as_int_array, auto_chunk_size, device_index, iter_blocks,
+    source_device, to_numpy,
 )
 from vreid.eval.errors import EvaluationError
 from vreid.eval.ranking import topk_block
@@ -162,22 +163,22 @@ def count_before(dist: torch.Tensor, rows: np.ndarray, tie_cols: np.ndarray, pos
     if width == 0:
         return np.zeros(0, np.int64)
     slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    inf = torch.tensor(float("inf"))
-    thresholds = torch.full((B, width), float("inf"))
-    thresholds[torch.from_numpy(rows), torch.from_numpy(slot)] = torch.from_numpy(pos_dist)
+    inf = torch.tensor(float("inf"), device=dist.device)
+    thresholds = torch.full((B, width), float("inf"), device=dist.device)
+    r_t, s_t = device_index(rows, dist), device_index(slot, dist)
+    thresholds[r_t, s_t] = device_index(pos_dist, dist)
     above = torch.nextafter(thresholds, inf)
     bounds = torch.sort(torch.cat([thresholds, above], 1), dim=1).values.contiguous()
     # bucket(i) = #{bounds <= d_i}; then #{i: d_i < t} = #{i: bucket(i) <= first position of t in bounds}.
     bucket = torch.searchsorted(bounds, dist, right=True)
-    hist = torch.zeros(B, 2 * width + 1, dtype=torch.int64)
-    hist.scatter_add_(1, bucket, torch.ones(1, 1, dtype=torch.int64).expand_as(bucket))
+    hist = torch.zeros(B, 2 * width + 1, dtype=torch.int64, device=dist.device)
+    hist.scatter_add_(1, bucket, torch.ones(1, 1, dtype=torch.int64, device=dist.device).expand_as(bucket))
     del bucket
     below = hist.cumsum_(1)
     strict = below.gather(1, torch.searchsorted(bounds, thresholds))
     at_most = below.gather(1, torch.searchsorted(bounds, above))
-    r_t, s_t = torch.from_numpy(rows), torch.from_numpy(slot)
-    ranks = strict[r_t, s_t].numpy().copy()
-    ties = (at_most[r_t, s_t] - strict[r_t, s_t]).numpy() - np.asarray(self_counted, np.int64)
+    ranks = to_numpy(strict[r_t, s_t]).copy()
+    ties = to_numpy(at_most[r_t, s_t] - strict[r_t, s_t]) - np.asarray(self_counted, np.int64)
     for i in np.nonzero(ties > 0)[0]:  # equal distances: lower gallery index first (stable order)
         b, j = int(rows[i]), int(tie_cols[i])
         ranks[i] += int((dist[b, :j] == float(pos_dist[i])).sum())
@@ -189,7 +190,7 @@ def rank_positives(dist: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> tu
 
     Returns (order, ranks): `order` sorts the positives by (row, distance, gallery index), ranks follow it.
     """
-    pos_dist = dist[torch.from_numpy(rows), torch.from_numpy(cols)].numpy()
+    pos_dist = to_numpy(dist[device_index(rows, dist), device_index(cols, dist)])
     order = np.lexsort((cols, pos_dist, rows))
     return order, _rank_block(dist, rows, cols, pos_dist, self_counted=True)[3]
 
@@ -257,10 +258,11 @@ def remove_junk(dist: torch.Tensor, junk_rule: str, rows: np.ndarray, cols: np.n
     `same_cam[i]`: pair i is on the query's camera; `block_q_cams`: the cameras of the block's queries.
     """
     if junk_rule == "same_id_same_camera":
-        dist[torch.from_numpy(rows[same_cam]), torch.from_numpy(cols[same_cam])] = float("inf")
+        dist[device_index(rows[same_cam], dist), device_index(cols[same_cam], dist)] = float("inf")
         return ~same_cam
     if junk_rule == "same_camera":
-        dist.masked_fill_(torch.from_numpy(block_q_cams)[:, None] == g_cams[None, :], float("inf"))
+        g_cams = g_cams.to(dist.device)
+        dist.masked_fill_(device_index(block_q_cams, dist)[:, None] == g_cams[None, :], float("inf"))
         return ~same_cam
     return np.ones(len(rows), bool)
 
@@ -278,7 +280,7 @@ def positives_after_junk(dist: torch.Tensor, junk_rule: str, rows: np.ndarray, c
     """Junk set to +inf in `dist` (`remove_junk`); returns keep and the positives' rows, cols and distances."""
     keep = remove_junk(dist, junk_rule, rows, cols, same_cam, block_q_cams, g_cams)
     prow, pcol = rows[keep], cols[keep]
-    return keep, prow, pcol, dist[torch.from_numpy(prow), torch.from_numpy(pcol)].numpy()
+    return keep, prow, pcol, to_numpy(dist[device_index(prow, dist), device_index(pcol, dist)])
 
 
 def summarise_queries(ap: np.ndarray, inp: np.ndarray, first: np.ndarray, num_gallery: int, max_rank: int,
@@ -303,13 +305,14 @@ def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: A
     """Metrics from any DistanceSource (features, a precomputed matrix, a re-ranker), one block at a time."""
     q_ids, g_ids, q_cams, g_cams = label_arrays(source, q_ids, g_ids, q_cams, g_cams, junk_rule, cgm)
     Q, G = source.num_query, source.num_gallery
-    chunk_size = chunk_size or auto_chunk_size(G)
+    device = source_device(source)  # blocks, masks and counts stay where the source computes (a GPU too)
+    chunk_size = chunk_size or auto_chunk_size(G, device=device)
     index = GalleryIndex(g_ids)
-    g_cams_t = torch.from_numpy(g_cams)
+    g_cams_t = torch.from_numpy(g_cams).to(device)
     inf = float("inf")
     ap, inp, first = np.full(Q, np.nan), np.full(Q, np.nan), np.full(Q, -1, np.int64)
     cgm_q = np.full(Q, np.nan) if cgm else None
-    buffer = torch.empty(min(chunk_size, Q), G) if Q else None
+    buffer = torch.empty(min(chunk_size, Q), G, device=device) if Q else None
     top_k = min(top_k, G)
     ranked_idx, ranked_dist = np.zeros((Q, top_k), np.int64), np.zeros((Q, top_k), np.float32)
     for start, stop in track(iter_blocks(Q, chunk_size), "evaluating queries", Q, units=block_rows):
@@ -318,7 +321,7 @@ def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: A
         if top_k:  # the ranked list as a user sees it: every gallery item, by these (re-ranked) distances
             ranked_idx[start:stop], ranked_dist[start:stop] = topk_block(dist, top_k)
         rows, cols, same_cam = same_id_pairs(index, g_cams, q_ids[start:stop], q_cams[start:stop])
-        source_junk = dist[torch.from_numpy(rows[same_cam]), torch.from_numpy(cols[same_cam])].numpy() \
+        source_junk = to_numpy(dist[device_index(rows[same_cam], dist), device_index(cols[same_cam], dist)]) \
             if cgm else None
         keep, prow, pcol, pos_dist = positives_after_junk(dist, junk_rule, rows, cols, same_cam,
                                                           q_cams[start:stop], g_cams_t)
@@ -332,7 +335,7 @@ def evaluate_distances(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: A
             all_dist = np.empty(len(rows), np.float32)
             all_dist[keep] = pos_dist
             all_dist[~keep] = source_junk[: int((~keep).sum())]
-            dist[torch.from_numpy(rows), torch.from_numpy(cols)] = inf
+            dist[device_index(rows, dist), device_index(cols, dist)] = inf
             cgm_q[start:stop], _ = _cgm_block(dist, rows, cols, all_dist, q_cams[start:stop], g_cams)
     result = summarise_queries(
         ap, inp, first, G, max_rank, junk_rule=junk_rule, metric=metric, rerank=rerank, protocol=protocol,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 
 from vreid.data.records import ImageRecord
 from vreid.eval.distance import DistanceSource, FeatureDistances, as_tensor
@@ -119,7 +120,7 @@ def vehicleid(qf: Any, gf: Any, query: Sequence[ImageRecord], gallery: Sequence[
     `roc=True` the TPRs and the AUC are means over the draws too.
     """
     same = len(query) == len(gallery) and all(a.path == b.path for a, b in zip(query, gallery))
-    feats = as_tensor(qf) if same else as_tensor(np.concatenate([as_tensor(qf).numpy(), as_tensor(gf).numpy()]))
+    feats = as_tensor(qf) if same else torch.cat([as_tensor(qf), as_tensor(gf).to(as_tensor(qf).device)])
     records = list(query) if same else list(query) + list(gallery)
     ids, _ = _labels(records)
     _require_vehicleid_queries(ids)

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from vreid.eval.distance import DistanceSource, auto_chunk_size, iter_blocks
+from vreid.eval.distance import DistanceSource, auto_chunk_size, device_index, iter_blocks, source_device, to_numpy
 from vreid.eval.errors import EvaluationError
 from vreid.eval.metrics import GalleryIndex, label_arrays, remove_junk
 from vreid.progress import block_rows, track
@@ -101,8 +101,9 @@ def _junk_free_blocks(source: DistanceSource, q_ids: np.ndarray, q_cams: np.ndar
                       what: str) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]]:
     """(block with junk at +inf, same-id rows, same-id cols, which of them are kept positives) per query block."""
     Q, G = source.num_query, source.num_gallery
-    buffer = torch.empty(min(chunk_size, Q), G)
-    g_cams_t = torch.from_numpy(g_cams)
+    device = source_device(source)
+    buffer = torch.empty(min(chunk_size, Q), G, device=device)
+    g_cams_t = torch.from_numpy(g_cams).to(device)
     for start, stop in track(iter_blocks(Q, chunk_size), what, Q, units=block_rows):
         dist = source.block(start, stop, out=buffer[: stop - start])
         rows, cols = index.same_id(q_ids[start:stop])
@@ -119,25 +120,25 @@ def count_pairs(source: DistanceSource, q_ids: Any, g_ids: Any, q_cams: Any = No
     both times (a deterministic one, read with the same block sizes).
     """
     q_ids, g_ids, q_cams, g_cams = label_arrays(source, q_ids, g_ids, q_cams, g_cams, junk_rule)
-    chunk_size = chunk_size or auto_chunk_size(source.num_gallery, _BYTES_PER_ELEMENT)
+    chunk_size = chunk_size or auto_chunk_size(source.num_gallery, _BYTES_PER_ELEMENT, device=source_device(source))
     block_args = (source, q_ids, q_cams, g_cams, GalleryIndex(g_ids), junk_rule, chunk_size)
-    positives = [dist[torch.from_numpy(rows[keep]), torch.from_numpy(cols[keep])].numpy()
+    positives = [to_numpy(dist[device_index(rows[keep], dist), device_index(cols[keep], dist)])
                  for dist, rows, cols, keep in _junk_free_blocks(*block_args, "ROC: positive pairs")]
     distances, counts = np.unique(np.concatenate(positives) if positives else np.zeros(0, np.float32),
                                   return_counts=True)
     if len(distances) == 0:
         raise EvaluationError(f"ROC: no positive pair is left under junk rule '{junk_rule}'")
-    thresholds = torch.from_numpy(distances)
+    thresholds = torch.from_numpy(distances).to(source_device(source))
     # code = #{u < d} + #{u <= d}: 2k for a distance strictly between u[k-1] and u[k], 2k + 1 for d == u[k]
     # (+inf, i.e. junk and same-id entries, lands on 2m with the negatives beyond the last positive).
     hist = np.zeros(2 * len(distances) + 1, np.int64)
     num_negative = 0
     for dist, rows, cols, _ in _junk_free_blocks(*block_args, "ROC: negative pairs"):
-        dist[torch.from_numpy(rows), torch.from_numpy(cols)] = float("inf")  # positives are not negatives
+        dist[device_index(rows, dist), device_index(cols, dist)] = float("inf")  # positives are not negatives
         num_negative += int(torch.isfinite(dist).sum())
         code = torch.searchsorted(thresholds, dist, out_int32=True)
         code.add_(torch.searchsorted(thresholds, dist, right=True, out_int32=True))
-        hist += torch.bincount(code.view(-1), minlength=len(hist)).numpy()
+        hist += to_numpy(torch.bincount(code.view(-1), minlength=len(hist)))
     if num_negative == 0:
         raise EvaluationError("ROC: no negative pair (every query and gallery image shows the same vehicle)")
     upto = np.cumsum(hist[:-1])
