@@ -68,3 +68,12 @@ def test_missing_file_and_bad_override():
         parse_override("optim.lr")
     with pytest.raises(ConfigError, match="is a value"):
         apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_a_schedule_key_the_schedule_ignores_is_an_error():
+    with pytest.raises(ConfigError, match=r"schedule\.delay_epochs.*'warmup_multistep' does not use it"):
+        load_experiment(None, ["schedule.delay_epochs=30"])
+    with pytest.raises(ConfigError, match=r"schedule\.min_lr_factor"):
+        load_experiment(None, ["schedule.name=constant", "schedule.min_lr_factor=0.01"])
+    cfg = load_experiment(None, ["schedule.name=warmup_cosine", "schedule.delay_epochs=30"])
+    assert cfg.schedule.delay_epochs == 30

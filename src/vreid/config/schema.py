@@ -109,6 +109,13 @@ class ScheduleConfig:
     delay_epochs: int = field(default=0, metadata=bounds(0))
     min_lr_factor: float = field(default=0.0, metadata=bounds(0, 1))
 
+    def validate(self) -> None:
+        from vreid.engine.schedule import ignored_keys
+
+        for key in ignored_keys(self):
+            raise FieldError(key, f"schedule '{self.name}' does not use it (only warmup_cosine does), so it would do "
+                                  f"nothing; set schedule.name=warmup_cosine, or remove {key}")
+
 
 @dataclass
 class TrainConfig:

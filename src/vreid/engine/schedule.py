@@ -8,8 +8,18 @@ from typing import Callable
 from vreid.config.schema import ScheduleConfig
 from vreid.registry import Registry
 
-#: name -> function(cfg) returning factor(progress_in_epochs) -> multiplier of each group's base lr.
+#: name -> function(cfg) returning factor(progress_in_epochs) -> multiplier of each group's base lr. Each entry's
+#: `uses` meta lists the optional keys (of OPTIONAL_KEYS) it reads; setting one it ignores is a config error.
 SCHEDULES: Registry[Callable[[ScheduleConfig], Callable[[float], float]]] = Registry("schedule")
+
+#: Keys only some schedules read, with their "off" values.
+OPTIONAL_KEYS = {"delay_epochs": 0, "min_lr_factor": 0.0}
+
+
+def ignored_keys(cfg: ScheduleConfig) -> list[str]:
+    """The optional keys `cfg` sets that its schedule does not read (they would silently do nothing)."""
+    uses = SCHEDULES.meta(cfg.name).get("uses", ())
+    return [k for k, off in OPTIONAL_KEYS.items() if getattr(cfg, k) != off and k not in uses]
 
 
 def _warmup(cfg: ScheduleConfig, progress: float) -> float | None:
@@ -32,7 +42,7 @@ def warmup_multistep(cfg: ScheduleConfig) -> Callable[[float], float]:
     return factor
 
 
-@SCHEDULES.register("warmup_cosine")
+@SCHEDULES.register("warmup_cosine", uses=("delay_epochs", "min_lr_factor"))
 def warmup_cosine(cfg: ScheduleConfig) -> Callable[[float], float]:
     """Warmup, then flat until `delay_epochs`, then cosine down to `min_lr_factor` at the last epoch."""
 
