@@ -12,12 +12,12 @@ from vreid.data.dataset import (
 from vreid.data.errors import DatasetError, Problem, format_problems
 from vreid.data.layouts import LAYOUTS, Layout, load_layout
 from vreid.data.records import COLOR_NAMES, TYPE_NAMES, VIEWPOINT_NAMES, ImageRecord, ReidDataset, relabel
-from vreid.data.sampler import SAMPLERS, IdentityBatchSampler
+from vreid.data.sampler import IdentityBatchSampler
 from vreid.data.transforms import SeededTransform, build_test_transform, build_train_transform, build_transforms
 
 __all__ = [
     "BATCH_KEYS", "COLOR_NAMES", "DatasetError", "IdentityBatchSampler", "ImageDataset", "ImageRecord", "LAYOUTS",
-    "Layout", "Problem", "ReidDataset", "SAMPLERS", "SeededTransform", "TYPE_NAMES", "VIEWPOINT_NAMES",
+    "Layout", "Problem", "ReidDataset", "SeededTransform", "TYPE_NAMES", "VIEWPOINT_NAMES",
     "build_test_loader", "build_test_transform", "build_train_loader", "build_train_transform", "build_transforms",
     "camera_index", "check_dataset", "collate_batch", "format_problems", "inspect_dataset", "load_dataset",
     "load_layout", "relabel",

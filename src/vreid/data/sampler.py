@@ -19,12 +19,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from vreid.registry import Registry
 
-SAMPLERS: Registry[type] = Registry("sampler")
-
-
-@SAMPLERS.register("identity")
 class IdentityBatchSampler:
     """Batch sampler for torch DataLoader(batch_sampler=...): yields lists of (index, sample_seed)."""
 

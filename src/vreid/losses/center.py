@@ -4,10 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vreid.losses.registry import LOSSES
 
-
-@LOSSES.register("center")
 class CenterLoss(nn.Module):
     """Mean over the batch of ||x_i - c_{y_i}||^2 (no 1/2 factor, as in the bag-of-tricks code).
 

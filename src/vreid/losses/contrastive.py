@@ -5,10 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vreid.losses.registry import LOSSES
 
-
-@LOSSES.register("supcon")
 class SupConLoss(nn.Module):
     """-mean over anchors of the mean log-probability of their positives, with logits = a . k / temperature.
 

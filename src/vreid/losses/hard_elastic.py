@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vreid.losses.registry import LOSSES
 from vreid.losses.triplet import Metric, pairwise_distance
 
 Reduction = Literal["sum", "mean_pairs", "mean_pos", "none"]
@@ -71,7 +70,6 @@ def hard_elastic_loss(dist: torch.Tensor, pos_mask: torch.Tensor, neg_mask: torc
     return reduce_anchor_terms(terms, valid, pos_mask.sum(1), reduction)
 
 
-@LOSSES.register("hard_elastic")
 class HardElasticLoss(nn.Module):
     """HE loss over a batch and an optional dictionary of constant key features with their labels.
 

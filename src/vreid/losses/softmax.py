@@ -5,10 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vreid.losses.registry import LOSSES
 
-
-@LOSSES.register("cross_entropy")
 class CrossEntropyLabelSmooth(nn.Module):
     """Cross entropy against targets smoothed to (1 - epsilon) * one_hot + epsilon / K (Szegedy et al.)."""
 

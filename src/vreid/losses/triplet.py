@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vreid.losses.registry import LOSSES
 
 Metric = Literal["euclidean", "sqeuclidean", "cosine"]
 
@@ -38,7 +37,6 @@ def hard_example_mining(dist: torch.Tensor, labels: torch.Tensor,
     return dist_ap, dist_an, index_p, index_n
 
 
-@LOSSES.register("triplet")
 class TripletLoss(nn.Module):
     """Batch-hard triplet loss: hard margin ``relu(d_ap - d_an + margin)`` or soft margin
     ``softplus(d_ap - d_an)`` when ``margin is None``. Anchors without a negative in the batch are skipped."""
