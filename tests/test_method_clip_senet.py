@@ -232,3 +232,19 @@ def test_tiny_training_run(tiny_world, tmp_path):
     again.eval()
     cams = torch.tensor([0, 1])
     assert torch.allclose(method.embed(images, cams), again.embed(images, cams))
+
+
+def _clip_config_names() -> list[str]:
+    from vreid.models.backbones.open_clip_models import CLIP_CONFIGS
+
+    return CLIP_CONFIGS.names()
+
+
+def test_own_clip_configs_stay_local_to_the_model():
+    before = _clip_config_names()
+    tower = {"embed_dim": 32, "vision_cfg": {"image_size": 48, "layers": 1, "width": 32, "head_width": 16,
+                                              "patch_size": 16}}
+    narrow = make(semantic={"model": "own-tower", "clip_config": tower})
+    wide = make(semantic={"model": "own-tower", "clip_config": {**tower, "embed_dim": 48}})
+    assert (narrow.semantic.num_features, wide.semantic.num_features) == (32, 48)
+    assert _clip_config_names() == before

@@ -19,7 +19,7 @@ from vreid.losses import CrossEntropyLabelSmooth, SupConLoss
 from vreid.methods.base import METHODS, Batch, DataInfo, MethodConfig, ReidMethod
 from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.layers import BNNeck, LinearClassifier, make_pool
-from vreid.models.semantic import AFEM, AFEM_VARIANTS, ClipSemanticEncoder, register_clip_config
+from vreid.models.semantic import AFEM, AFEM_VARIANTS, ClipSemanticEncoder
 from vreid.models.semantic.afem import kaiming_linear
 from vreid.models.semantic.clip_encoder import CLIP_MEAN, CLIP_STD
 from vreid.models.side_info import SideInfoEmbedding
@@ -31,8 +31,8 @@ class SemanticConfig:
     enabled: bool = True
     model: str = "ViT-B-32"
     pretrained: str | None = None
-    #: an open_clip model config (JSON schema of open_clip's model_configs) registered under `model`, for towers
-    #: open_clip does not ship (TinyCLIP) and for small CPU towers
+    #: an open_clip model config (JSON schema of open_clip's model_configs) for the tower named `model`, for towers
+    #: open_clip does not ship (TinyCLIP) and for small CPU towers; used by this model only
     clip_config: dict[str, Any] | None = None
     quick_gelu: bool | None = None
     freeze: bool = False
@@ -92,10 +92,8 @@ class ClipSenet(ReidMethod):
         self.semantic = self.fusion = self.afem = self.side_info = None
         sem = cfg.semantic
         if sem.enabled:
-            if sem.clip_config is not None:
-                register_clip_config(sem.model, sem.clip_config)
             self.semantic = ClipSemanticEncoder(sem.model, sem.pretrained, info.mean, info.std, sem.mean, sem.std,
-                                                sem.input_size, sem.quick_gelu)
+                                                sem.input_size, sem.quick_gelu, sem.clip_config)
             self.fusion = kaiming_linear(nn.Linear(self.semantic.num_features + dim, dim))
             if cfg.afem.enabled:
                 self.afem = AFEM(self.semantic.num_features, dim, cfg.afem.groups, cfg.afem.variant)

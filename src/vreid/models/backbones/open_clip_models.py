@@ -35,8 +35,11 @@ CLIP_CONFIGS.register("vreid-tiny-rn")(
      "text_cfg": _TINY_TEXT})
 
 
-def clip_model_config(model_name: str) -> dict[str, Any]:
-    """The open_clip config dict for `model_name` (vreid's tiny configs first, then open_clip's bundled JSONs)."""
+def clip_model_config(model_name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The open_clip config dict for `model_name`: `config` when given (a caller's own tower, known to nobody
+    else), else vreid's tiny configs, then open_clip's bundled JSONs."""
+    if config is not None:
+        return _checked_own_config(model_name, config)
     if model_name in CLIP_CONFIGS:
         return copy.deepcopy(CLIP_CONFIGS.get(model_name))
     import open_clip
@@ -46,6 +49,15 @@ def clip_model_config(model_name: str) -> dict[str, Any]:
         raise RegistryError(f"unknown CLIP model '{model_name}'; available: "
                             f"{', '.join(CLIP_CONFIGS.names() + open_clip.list_models())}")
     return copy.deepcopy(cfg)
+
+
+def _checked_own_config(model_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a caller's open_clip config with the fields the builders need; a missing text tower gets a stub."""
+    config = copy.deepcopy(dict(config))
+    if "vision_cfg" not in config or "embed_dim" not in config:
+        raise ValueError(f"CLIP config {model_name!r} needs 'embed_dim' and 'vision_cfg' (open_clip's JSON schema)")
+    config.setdefault("text_cfg", dict(_TINY_TEXT))  # only the image tower is built
+    return config
 
 
 def build_tiny_clip(model_name: str = "vreid-tiny-vit") -> nn.Module:
@@ -81,12 +93,12 @@ class ClipVisualBackbone(nn.Module):
     feature_layout = "tokens"
 
     def __init__(self, model_name: str, last_stride: int = 1, project: bool = True,
-                 quick_gelu: bool | None = None) -> None:
+                 quick_gelu: bool | None = None, config: dict[str, Any] | None = None) -> None:
         super().__init__()
         from open_clip.modified_resnet import ModifiedResNet
         from open_clip.transformer import VisionTransformer
 
-        cfg = clip_model_config(model_name)
+        cfg = clip_model_config(model_name, config)
         quick_gelu = cfg.get("quick_gelu", False) if quick_gelu is None else quick_gelu
         self.model_name = model_name
         self.visual = _build_vision_tower(cfg, quick_gelu)

@@ -2,39 +2,17 @@
 batch that feeds the appearance branch is re-normalised to CLIP's statistics inside the module."""
 from __future__ import annotations
 
-import copy
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vreid.models.backbones.open_clip_models import CLIP_CONFIGS
 from vreid.models.backbones.registry import create_backbone
 
 #: CLIP's (OpenAI's) image statistics, shared by open_clip's OpenAI, LAION and TinyCLIP checkpoints.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-_TEXT_STUB = {"context_length": 16, "vocab_size": 128, "width": 32, "heads": 2, "layers": 1}
-
-
-def register_clip_config(name: str, config: dict[str, Any]) -> None:
-    """Make an open_clip model config (the JSON of ``open_clip/model_configs``) known as ``clip:<name>``.
-
-    For towers open_clip does not ship (e.g. TinyCLIP's ``TinyCLIP-ViT-40M-32-Text-19M.json``). A missing
-    ``text_cfg`` gets a tiny stub (only the image tower is built). Registering the same config twice is a no-op;
-    a different config under a taken name is an error.
-    """
-    config = copy.deepcopy(dict(config))
-    if "vision_cfg" not in config or "embed_dim" not in config:
-        raise ValueError(f"CLIP config {name!r} needs 'embed_dim' and 'vision_cfg' (open_clip's JSON schema)")
-    config.setdefault("text_cfg", dict(_TEXT_STUB))
-    if name in CLIP_CONFIGS:
-        if CLIP_CONFIGS.get(name) != config:
-            raise ValueError(f"CLIP config {name!r} is already registered with different values")
-        return
-    CLIP_CONFIGS.register(name)(config)
 
 
 class ClipSemanticEncoder(nn.Module):
@@ -42,8 +20,8 @@ class ClipSemanticEncoder(nn.Module):
 
     Parameters
     ----------
-    model_name: an open_clip model name (``ViT-B-32``, ``ViT-B-32-quickgelu`` for OpenAI files) or one registered
-        with `register_clip_config`.
+    model_name: an open_clip model name (``ViT-B-32``, ``ViT-B-32-quickgelu`` for OpenAI files), or any name
+        for a tower given as `clip_config` (open_clip's JSON schema; used by this encoder only, registered nowhere).
     pretrained: a local open_clip or OpenAI checkpoint (whole model or image tower); None = random weights.
     input_mean, input_std: the normalisation the incoming images carry (the Re-ID pipeline's).
     input_size: resize to (h, w) before CLIP; None keeps the Re-ID size and the position table is interpolated
@@ -54,9 +32,12 @@ class ClipSemanticEncoder(nn.Module):
                  input_mean: Sequence[float] = (0.485, 0.456, 0.406),
                  input_std: Sequence[float] = (0.229, 0.224, 0.225),
                  clip_mean: Sequence[float] = CLIP_MEAN, clip_std: Sequence[float] = CLIP_STD,
-                 input_size: Sequence[int] | None = None, quick_gelu: bool | None = None) -> None:
+                 input_size: Sequence[int] | None = None, quick_gelu: bool | None = None,
+                 clip_config: dict[str, Any] | None = None) -> None:
         super().__init__()
-        options = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
+        options: dict[str, Any] = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
+        if clip_config is not None:
+            options["config"] = clip_config
         self.encoder = create_backbone(f"clip:{model_name}", pretrained=pretrained, project=True, **options)
         if self.encoder.kind != "vit":
             raise ValueError(f"clip:{model_name}: the semantic module expects a ViT tower")
