@@ -63,6 +63,51 @@ def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def hook_names(hooks: Sequence[Hook]) -> list[str]:
+    """Stable checkpoint names: the class name, and ``#k`` for the k-th further hook of that class
+    (``FreezeModules``, ``FreezeModules#1``), so adding or reordering other hooks renames none."""
+    return _numbered_within_class([type(h).__name__ for h in hooks])
+
+
+def _numbered_within_class(class_names: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    names = []
+    for cls in class_names:
+        k = seen.get(cls, 0)
+        names.append(f"{cls}#{k}" if k else cls)
+        seen[cls] = k + 1
+    return names
+
+
+def hook_states(hooks: Sequence[Hook]) -> dict[str, dict[str, Any]]:
+    """Every hook's state_dict under its stable name."""
+    return {name: h.state_dict() for name, h in zip(hook_names(hooks), hooks)}
+
+
+def _renamed_positional_hook_states(saved: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints before stable names keyed hooks ``<position>:<class>``; give them the stable names."""
+    positional = [key.partition(":") for key in saved]
+    if not all(sep and pos.isdigit() for pos, sep, _ in positional):
+        return saved
+    ordered = sorted(positional, key=lambda p: int(p[0]))
+    names = _numbered_within_class([cls for _, _, cls in ordered])
+    return {name: saved[f"{pos}:{cls}"] for name, (pos, _, cls) in zip(names, ordered)}
+
+
+def load_hook_states(hooks: Sequence[Hook], saved: dict[str, Any]) -> None:
+    """Give each hook the state saved under its name; a saved state no hook of this run takes is an error
+    (an empty one is not: a stateless hook, e.g. a test's crash hook or a renamed freeze hook, loses nothing)."""
+    by_name = dict(zip(hook_names(hooks), hooks))
+    for name, state in _renamed_positional_hook_states(saved).items():
+        if name not in by_name and not state:
+            continue
+        if name not in by_name:
+            raise ckpt.CheckpointError(
+                f"the checkpoint has state for hook {name!r}, which this run does not have (its hooks: "
+                f"{', '.join(by_name) or 'none'}); resume with the configuration that wrote it")
+        by_name[name].load_state_dict(state)
+
+
 class Trainer:
     """Train `cfg.model` on `dataset.train`; evaluate on query/gallery.
 
@@ -269,7 +314,7 @@ class Trainer:
             "steps_this_epoch": self.steps_this_epoch, "labels": self.labels,
             "labels_version": self.labels_version,
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "hooks": {f"{i}:{type(h).__name__}": h.state_dict() for i, h in enumerate(self.hooks)},
+            "hooks": hook_states(self.hooks),
             "rng": ckpt.rng_state(),
         }
 
@@ -286,8 +331,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
         self.scaler.load_state_dict(state["scaler"])
-        for key, h in zip(state["hooks"], self.hooks):
-            h.load_state_dict(state["hooks"][key])
+        load_hook_states(self.hooks, state["hooks"])
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.steps_this_epoch = state["steps_this_epoch"]
         self.labels, self.labels_version = list(state["labels"]), state["labels_version"]
