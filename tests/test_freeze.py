@@ -1,6 +1,7 @@
 """FreezeModules keeps a sub-module's weights and BN statistics fixed for the first epochs, then releases it."""
 from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
 
@@ -29,3 +30,44 @@ def test_frozen_module_does_not_change_then_trains():
     assert not torch.equal(before["2.weight"], after["2.weight"])
     step(1)
     assert not torch.equal(before["0.weight"], model.state_dict()["0.weight"])
+
+
+def _requires_grad(module: nn.Module) -> bool:
+    return all(p.requires_grad for p in module.parameters())
+
+
+def test_step_valued_freeze_releases_mid_epoch():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    hook = FreezeModules(model, ["0"], steps=2)
+    hook.before_epoch(SimpleNamespace(epoch=0, step=0))
+    seen = []
+    for step in range(4):
+        hook.before_step(SimpleNamespace(epoch=0, step=step), None)
+        seen.append(_requires_grad(model[0]))
+    assert seen == [False, False, True, True] and _requires_grad(model[1])
+
+
+def test_epoch_valued_freeze_holds_in_a_run_resumed_mid_epoch():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    hook = FreezeModules(model, ["0"], epochs=1)
+    hook.before_step(SimpleNamespace(epoch=0, step=5), None)  # resumed mid-epoch: no before_epoch call
+    assert not _requires_grad(model[0])
+
+
+def test_a_freeze_needs_exactly_one_unit():
+    model = nn.Sequential(nn.Linear(4, 4))
+    for units in ({}, {"epochs": 1, "steps": 1}):
+        with pytest.raises(ValueError, match="exactly one of epochs and steps"):
+            FreezeModules(model, ["0"], **units)
+
+
+def test_sbs_freezes_its_backbone_with_the_same_hook():
+    from vreid.config.loader import build
+    from vreid.methods import DataInfo, build_method
+    from vreid.methods.sbs import SbsConfig
+
+    cfg = build(SbsConfig, {"backbone": {"name": "resnet_tiny_ibn_a"}, "non_local": [0, 0, 0, 0],
+                                "freeze_backbone_steps": 3})
+    method = build_method(cfg, DataInfo(num_classes=4, num_cameras=2, height=32, width=32))
+    (hook,) = [h for h in method.hooks() if isinstance(h, FreezeModules)]
+    assert (hook.unit, hook.steps, hook.modules) == ("steps", 3, [method.backbone])

@@ -1,7 +1,7 @@
-"""Freeze parts of a model for the first epochs (e.g. a pretrained trunk while new heads warm up)."""
+"""Freeze parts of a model for the first epochs or steps (e.g. a pretrained trunk while new heads warm up)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 from torch import nn
 
@@ -14,26 +14,48 @@ def set_trainable(module: nn.Module, trainable: bool) -> None:
 
 
 class FreezeModules(Hook):
-    """Before each epoch: modules named in `names` (attribute paths of the method, e.g. "backbone.layer1")
-    are frozen while epoch < `epochs`, trainable afterwards. BatchNorm statistics stay frozen with them.
+    """Modules named in `names` (attribute paths of the method, e.g. "backbone.layer1") are frozen for the
+    first `epochs` epochs or the first `steps` optimizer steps (give one), trainable afterwards.
 
-    Frozen parameters keep requires_grad=False, so they get no gradient and the optimizer leaves them alone.
+    Frozen parameters keep requires_grad=False, so they get no gradient and the optimizer leaves them alone;
+    BatchNorm statistics stay frozen with them.
     """
 
     priority = 10
 
-    def __init__(self, method: nn.Module, names: Sequence[str], epochs: int) -> None:
+    def __init__(self, method: nn.Module, names: Sequence[str], epochs: int | None = None,
+                 steps: int | None = None) -> None:
+        if (epochs is None) == (steps is None):
+            raise ValueError("FreezeModules needs exactly one of epochs and steps")
         self.modules = [method.get_submodule(n) for n in names]
-        self.epochs = epochs
+        self.unit: Literal["epochs", "steps"] = "epochs" if steps is None else "steps"
+        self.length = int(epochs if steps is None else steps)
+        self._frozen: bool | None = None  # what the modules were last set to (None: not yet)
 
-    def _apply(self, frozen: bool) -> None:
+    @property
+    def epochs(self) -> int | None:
+        return self.length if self.unit == "epochs" else None
+
+    @property
+    def steps(self) -> int | None:
+        return self.length if self.unit == "steps" else None
+
+    def _frozen_at(self, trainer) -> bool:
+        progress = trainer.epoch if self.unit == "epochs" else trainer.step
+        return progress < self.length
+
+    def _set_frozen(self, frozen: bool) -> None:
         for m in self.modules:
             set_trainable(m, not frozen)
+        self._frozen = frozen
 
     def before_epoch(self, trainer) -> None:
-        self._apply(trainer.epoch < self.epochs)
+        self._set_frozen(self._frozen_at(trainer))
 
     def before_step(self, trainer, batch) -> None:
-        if trainer.epoch < self.epochs:
+        frozen = self._frozen_at(trainer)
+        if frozen != self._frozen:  # step-valued freezes end mid-epoch; a run resumed mid-epoch has no before_epoch
+            self._set_frozen(frozen)
+        if frozen:
             for m in self.modules:
                 m.eval()  # keep BN running statistics of the frozen part fixed

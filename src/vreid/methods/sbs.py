@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vreid.config.loader import choices
-from vreid.engine.freeze import set_trainable
+from vreid.engine.freeze import FreezeModules
 from vreid.engine.hooks import Hook
 from vreid.methods.base import METHODS, DataInfo
 from vreid.methods.bot import BagOfTricks, BotConfig, _classifiers, _pools
@@ -37,29 +37,6 @@ class SbsConfig(BotConfig):
             raise ValueError("freeze_backbone_steps must be >= 0")
 
 
-class FreezeForSteps(Hook):
-    """Keep the named modules frozen (no gradient, BatchNorm statistics fixed) while trainer.step < `steps`.
-
-    The step-valued twin of `vreid.engine.freeze.FreezeModules` (the SBS recipe counts iterations, not epochs).
-    """
-
-    priority = 10
-
-    def __init__(self, modules, steps: int) -> None:
-        self.modules, self.steps = list(modules), steps
-        self._frozen: bool | None = None
-
-    def before_step(self, trainer, batch) -> None:
-        frozen = trainer.step < self.steps
-        if frozen != self._frozen:
-            for m in self.modules:
-                set_trainable(m, not frozen)
-            self._frozen = frozen
-        if frozen:
-            for m in self.modules:
-                m.eval()
-
-
 @METHODS.register("sbs")
 class StrongerBaseline(BagOfTricks):
     Config = SbsConfig
@@ -77,5 +54,5 @@ class StrongerBaseline(BagOfTricks):
     def hooks(self) -> list[Hook]:
         hooks = super().hooks()
         if self.cfg.freeze_backbone_steps > 0:
-            hooks.append(FreezeForSteps([self.backbone], self.cfg.freeze_backbone_steps))
+            hooks.append(FreezeModules(self, ["backbone"], steps=self.cfg.freeze_backbone_steps))
         return hooks
