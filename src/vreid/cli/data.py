@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         """Parse ROOT as LAYOUT and list every problem (file, what is wrong, the fix); exit 1 if there are any."""
         from rich.table import Table
 
-        from vreid.data.check import inspect_dataset
+        from vreid.data.check import inspect_dataset, viewpoint_counts
         from vreid.data.errors import format_problems
 
         ds, problems = inspect_dataset(root, layout, test_size, verify_images=verify_images)
@@ -47,6 +47,8 @@ def register(app: typer.Typer) -> None:
         for split, c in ds.summary().items():
             table.add_row(split, str(c["ids"]), str(c["cameras"]), str(c["images"]))
         console.print(table)
+        counts = ", ".join(f"{split} {n}/{total}" for split, (n, total) in viewpoint_counts(ds).items())
+        console.print(f"images with a viewpoint: {counts}", highlight=False)
         if ds.info.get("side_labels"):
             console.print(f"side labels (vreid_labels.csv) matched {ds.info['side_labels']} images")
         console.print("[green]no problems found[/green]")

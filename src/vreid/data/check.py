@@ -9,7 +9,7 @@ from pathlib import Path
 from vreid.data.errors import Problem
 from vreid.data.images import open_rgb, unreadable_image
 from vreid.data.layouts import LAYOUTS
-from vreid.data.layouts.base import Layout, ParseContext
+from vreid.data.layouts.base import SPLITS, Layout, ParseContext
 from vreid.data.records import ReidDataset
 
 
@@ -114,6 +114,12 @@ def _vehicleid_queries(ds: ReidDataset, layout: Layout) -> list[Problem]:
                             "vehicleid protocol has no query (one image per vehicle goes to the gallery, the rest "
                             "are the queries)",
                     fix="list at least two images of each vehicle, as the official test lists do")]
+
+
+def viewpoint_counts(ds: ReidDataset) -> dict[str, tuple[int, int]]:
+    """Split -> (images with a viewpoint, images), for `vreid data check` to show what the metadata can use."""
+    return {s: (sum(r.viewpoint is not None for r in getattr(ds, s)), len(getattr(ds, s)))
+            for s in SPLITS}
 
 
 def inspect_dataset(root: str | os.PathLike, layout: str, test_size: int | None = None,

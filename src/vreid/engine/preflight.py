@@ -9,7 +9,7 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from vreid.config.loader import ConfigError
 from vreid.config.schema import ExperimentConfig, config_error
@@ -175,3 +175,25 @@ def check_queries_can_match(cfg: ExperimentConfig, dataset: Any) -> None:
     (q_ids, q_cams), (g_ids, g_cams) = ids_cams
     if count_matchable_queries(q_ids, q_cams, g_ids, g_cams, rule) == 0:
         raise no_match_error(len(dataset.query), protocol, rule, where=f"dataset at {dataset.root}")
+
+
+#: ImageRecord field -> (whether some of these records carry it, how to add it to a dataset)
+METADATA_SOURCES: dict[str, tuple[Callable[[list], bool], str]] = {
+    "viewpoint": (lambda records: any(r.viewpoint is not None for r in records),
+                  "add keypoint_orient_{train,test}.txt to the VeRi-776 root (see docs/datasets.md), or a "
+                  "viewpoint column to vreid_labels.csv"),
+    # one camera for every image is how a layout without cameras (VehicleID) reads
+    "camera_id": (lambda records: len({r.camera_id for r in records}) > 1,
+                  "use a dataset with camera ids, or a camera_id column in vreid_labels.csv"),
+}
+
+
+def check_metadata_present(cfg: ExperimentConfig, dataset: Any) -> None:
+    """Before training: every label the method is configured to read (camera, viewpoint) is on some training
+    image, or the metadata would silently stay unused."""
+    for need in cfg.model.required_metadata():
+        present, how = METADATA_SOURCES[need.field]
+        if not present(dataset.train):
+            raise config_error(cfg, need.key, f"method '{cfg.model.name}' reads the {need.field} of each image, "
+                                              f"but no training image of the {dataset.name} dataset at "
+                                              f"{dataset.root} has one; {how}, or set {need.without}")

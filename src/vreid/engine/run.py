@@ -20,7 +20,7 @@ from vreid.engine.bundle import load_bundle, resolve_weights
 from vreid.engine.distributed import broadcast_object, process_group
 from vreid.engine.evaluate import evaluate_method
 from vreid.engine.extract import extract_features
-from vreid.engine.preflight import check_queries_can_match, preflight
+from vreid.engine.preflight import check_metadata_present, check_queries_can_match, preflight
 from vreid.engine.preprocessing import model_preprocessing
 from vreid.engine.run_folder import RunLock, check_new_run, check_resume_settings, clear_run_outputs
 from vreid.engine.run_info import write_run_info
@@ -53,6 +53,7 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, dataset: ReidDatas
                 notes["changes_on_resume"] = changes
     dataset = dataset if dataset is not None else load_data(cfg)
     check_queries_can_match(cfg, dataset)
+    check_metadata_present(cfg, dataset)
     lock = RunLock(cfg.output_dir).acquire() if _is_main_rank() else None
     try:
         if overwrite and lock is not None:

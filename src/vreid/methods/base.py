@@ -23,11 +23,28 @@ METHODS: Registry[type["ReidMethod"]] = Registry("method", plugins="vreid.method
 Batch = dict[str, torch.Tensor]
 
 
+#: metadata name in method configs -> the ImageRecord field that carries it
+METADATA_FIELDS = {"camera": "camera_id", "viewpoint": "viewpoint"}
+
+
+@dataclass(frozen=True)
+class MetadataNeed:
+    """One image label a method reads: the ImageRecord field, the config key that turns it on, the setting without."""
+
+    field: str  # "camera_id" or "viewpoint"
+    key: str  # e.g. "model.metadata"
+    without: str  # e.g. "model.metadata=camera"
+
+
 @dataclass
 class MethodConfig:
     """Base of every method's config; subclasses add their own fields."""
 
     name: str = "bot"
+
+    def required_metadata(self) -> list[MetadataNeed]:
+        """The labels these settings make the method read from every training image; none by default."""
+        return []
 
 
 @dataclass

@@ -16,7 +16,7 @@ from torch import nn
 from vreid.config.loader import choices
 from vreid.engine.freeze import set_trainable
 from vreid.losses import CrossEntropyLabelSmooth, SupConLoss
-from vreid.methods.base import METHODS, Batch, DataInfo, MethodConfig, ReidMethod
+from vreid.methods.base import METADATA_FIELDS, METHODS, Batch, DataInfo, MetadataNeed, MethodConfig, ReidMethod
 from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.layers import BNNeck, LinearClassifier, make_pool
 from vreid.models.semantic import AFEM, AFEM_VARIANTS, ClipSemanticEncoder
@@ -72,6 +72,11 @@ class ClipSenetConfig(MethodConfig):
     supcon_temperature: float = 0.07
     #: retrieval feature: T before the BNNeck (what SupCon shapes) or after it
     neck_feat: Literal["before", "after"] = "before"
+
+    def required_metadata(self) -> list[MetadataNeed]:
+        """The side-info embeddings switched on: `side_info.camera` and/or `side_info.viewpoint`."""
+        return [MetadataNeed(record_field, f"model.side_info.{name}", f"model.side_info.{name}=false")
+                for name, record_field in METADATA_FIELDS.items() if getattr(self.side_info, name)]
 
     def validate(self) -> None:
         if self.afem.enabled and not self.semantic.enabled:

@@ -26,7 +26,7 @@ from vreid.config.loader import choices
 from vreid.engine.freeze import FreezeModules
 from vreid.engine.hooks import Hook
 from vreid.losses import CrossEntropyLabelSmooth, TripletLoss
-from vreid.methods.base import METHODS, Batch, DataInfo, MethodConfig, ReidMethod
+from vreid.methods.base import METADATA_FIELDS, METHODS, Batch, DataInfo, MetadataNeed, MethodConfig, ReidMethod
 from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.branches import BRANCHES, build_branch, trunk_info
 from vreid.models.layers import BNNeck, LinearClassifier, make_pool
@@ -92,6 +92,12 @@ class MbrConfig(MethodConfig):
     metadata_viewpoints: int | None = None
     #: the trunk (stem..layer3) is frozen, BN statistics included, for this many first epochs.
     freeze_trunk_epochs: int = 0
+
+    def required_metadata(self) -> list[MetadataNeed]:
+        """Camera and/or viewpoint, as `metadata` names them; without one, the rest of the mode (or none)."""
+        used = [] if self.metadata == "none" else self.metadata.split("+")
+        return [MetadataNeed(METADATA_FIELDS[m], "model.metadata",
+                             "model.metadata=" + ("+".join(o for o in used if o != m) or "none")) for m in used]
 
     def validate(self) -> None:
         if not self.branches:

@@ -1,10 +1,12 @@
-"""VeRi-776: image_{train,query,test}/, name_{train,query,test}.txt, {train,test}_label.xml (gb2312)."""
+"""VeRi-776: image_{train,query,test}/, name_{train,query,test}.txt, {train,test}_label.xml (gb2312), and the
+optional orientation files keypoint_orient_{train,test}.txt (vreid.data.layouts.veri776_orientation)."""
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
 
 from vreid.data.layouts.base import Layout, ParseContext
+from vreid.data.layouts.veri776_orientation import apply_orientations
 from vreid.data.records import COLOR_NAMES, TYPE_NAMES, ImageRecord, ReidDataset
 
 #: 0002_c002_00030600_0.jpg -> vehicle 2, camera 2, frame 30600
@@ -56,8 +58,11 @@ class VeRi776Layout(Layout):
     name = "veri776"
     protocol = "veri776"
 
+    #: split -> the file that lists its images
+    list_files = {"train": "name_train.txt", "query": "name_query.txt", "gallery": "name_test.txt"}
+
     def list_file(self, split: str, test_size: int | None) -> str:
-        return {"train": "name_train.txt", "query": "name_query.txt", "gallery": "name_test.txt"}[split]
+        return self.list_files[split]
 
     def parse(self, ctx: ParseContext, test_size: int | None) -> ReidDataset:
         labels = read_label_xml(ctx, "train_label.xml")
@@ -67,7 +72,9 @@ class VeRi776Layout(Layout):
                                          ("query", "name_query.txt", "image_query"),
                                          ("gallery", "name_test.txt", "image_test")):
             splits[split] = self._read_split(ctx, list_file, folder, labels)
-        return self.dataset(ctx, splits["train"], splits["query"], splits["gallery"], test_size)
+        ds = self.dataset(ctx, splits["train"], splits["query"], splits["gallery"], test_size)
+        apply_orientations(ds, ctx, self.list_files)
+        return ds
 
     @staticmethod
     def _read_split(ctx: ParseContext, list_file: str, folder: str, labels: dict[str, dict]) -> list[ImageRecord]:
