@@ -75,8 +75,8 @@ def test_full_size_feature_and_parameters(name):
     assert params < 15e6 if name == "mbr-4g" else params > 55e6  # 4G is far smaller than 4B (docs/methods/lbs.md)
 
 
-@pytest.mark.parametrize("kind,options", [("grouped_layer4", {"groups": 4}), ("hybrid", {"groups": 2}),
-                                          ("hybrid", {"groups": 4, "attention_groups": 2})])
+@pytest.mark.parametrize("kind,options", [("grouped_layer4", {"groups": 4}), ("grouped_mhsa", {"groups": 2}),
+                                          ("grouped_mhsa", {"groups": 4, "attention_groups": 2})])
 def test_grouped_output_group_depends_only_on_its_input_group(kind, options):
     torch.manual_seed(0)
     trunk = trunk_info(create_backbone("resnet_tiny_ibn_a"), 32, 32)

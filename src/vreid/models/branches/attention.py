@@ -1,4 +1,4 @@
-"""Branch `bot`: Bottleneck-Transformer blocks (BoTNet, Srinivas et al. 2021), MHSA in place of the 3x3 conv.
+"""Branch `bot_stack` (was `bot`): Bottleneck-Transformer blocks (BoTNet, Srinivas et al. 2021), MHSA in place of the 3x3 conv.
 
 `RelPosMHSA` is the multi-head self-attention of those blocks over a fixed-size map, with learned position
 embeddings factorised into a row part and a column part (BoTNet's "relative" 2-D position encoding).
@@ -106,4 +106,4 @@ def bot_branch(trunk: TrunkInfo, blocks: int = 3, heads: int = 4, mid_channels: 
     return BoTStack(trunk.in_channels, trunk.out_channels, trunk.resolution, blocks, heads, mid_channels, scaled)
 
 
-BRANCHES.register("bot")(bot_branch)
+BRANCHES.register("bot_stack")(bot_branch)

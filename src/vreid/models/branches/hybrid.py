@@ -1,4 +1,4 @@
-"""Branch `hybrid`: a grouped layer4 whose 3x3 convs become a grouped 3x3 conv on the first groups and one MHSA
+"""Branch `grouped_mhsa` (was `hybrid`): a grouped layer4 whose 3x3 convs become a grouped 3x3 conv on the first groups and one MHSA
 per remaining group, so some groups are convolutional thin branches and the others BoT-like ones.
 
 G=2, one attention group: the official half conv / half MHSA block; G=4 with two: the 4-way version;
@@ -52,4 +52,4 @@ def hybrid_copy(trunk: TrunkInfo, groups: int = 2, attention_groups: int = 1, he
     return branch
 
 
-BRANCHES.register("hybrid")(hybrid_copy)
+BRANCHES.register("grouped_mhsa")(hybrid_copy)

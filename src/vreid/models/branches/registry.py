@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -13,6 +14,25 @@ from vreid.registry import Registry
 
 #: name -> builder(trunk: TrunkInfo, **options) -> nn.Module with `out_channels` and `num_embeddings`.
 BRANCHES: Registry[Callable[..., nn.Module]] = Registry("branch")
+
+#: old branch kind -> new one: renamed so that no name means two things (`bot` is also a method, `hybrid` also
+#: the Hybrid-4B recipe of CE + triplet on every branch).
+RENAMED_KINDS = {"bot": "bot_stack", "hybrid": "grouped_mhsa"}
+
+
+def current_kind(kind: str) -> str:
+    """`kind` itself, or, for a renamed kind, its new name with a FutureWarning (shown to users by default)."""
+    new = RENAMED_KINDS.get(kind)
+    if new is None:
+        return kind
+    warnings.warn(f"branch kind '{kind}' is deprecated: it is now '{new}' (write kind: {new})", FutureWarning,
+                  stacklevel=2)
+    return new
+
+
+def accepted_kinds() -> list[str]:
+    """The kinds a config may name: the registered ones and, for now, the renamed old ones."""
+    return [*BRANCHES.names(), *RENAMED_KINDS]
 
 
 @dataclass
@@ -63,5 +83,5 @@ class ChannelRoll(nn.Module):
 
 def build_branch(kind: str, trunk: TrunkInfo, input_roll: float = 0.0, **options: Any) -> nn.Module:
     """Build branch `kind` on `trunk`; `input_roll` (fraction of the layer3 channels) wraps it in `ChannelRoll`."""
-    branch = BRANCHES.get(kind)(trunk, **options)
+    branch = BRANCHES.get(current_kind(kind))(trunk, **options)
     return ChannelRoll(branch, input_roll) if input_roll else branch
