@@ -28,14 +28,14 @@ from vreid.engine.hooks import Hook
 from vreid.losses import CrossEntropyLabelSmooth, TripletLoss
 from vreid.methods.base import METADATA_FIELDS, METHODS, Batch, DataInfo, MetadataNeed, MethodConfig, ReidMethod
 from vreid.models.backbones.config import BackboneConfig, build_backbone
-from vreid.models.branches import BRANCHES, build_branch, trunk_info
+from vreid.models.branches import accepted_kinds, build_branch, current_kind, trunk_info
 from vreid.models.layers import BNNeck, LinearClassifier, make_pool
 
 logger = logging.getLogger(__name__)
 
 
 def _branches():
-    return BRANCHES
+    return accepted_kinds()
 
 
 def _pools():
@@ -66,13 +66,16 @@ class BranchSpec:
     options: dict[str, Any] = field(default_factory=dict)
     embeddings: list[EmbeddingSpec] = field(default_factory=lambda: [EmbeddingSpec(ce=1.0, triplet=1.0)])
 
+    def validate(self) -> None:
+        self.kind = current_kind(self.kind)  # an old name warns and becomes the new one in the saved config
+
 
 def _mbr_4b() -> list[BranchSpec]:
     """MBR-4B with the official VeRi-776 weights (alpha 0.6, gamma_ce 0.4, beta 1.0, gamma_t 0.4)."""
     return [BranchSpec("layer4", {"last_stride": 2}, [EmbeddingSpec(ce=0.6)]),
             BranchSpec("layer4", {"last_stride": 2}, [EmbeddingSpec(triplet=1.0)]),
-            BranchSpec("bot", {}, [EmbeddingSpec(ce=0.4)]),
-            BranchSpec("bot", {}, [EmbeddingSpec(triplet=0.4)])]
+            BranchSpec("bot_stack", {}, [EmbeddingSpec(ce=0.4)]),
+            BranchSpec("bot_stack", {}, [EmbeddingSpec(triplet=0.4)])]
 
 
 @dataclass
