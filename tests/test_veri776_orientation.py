@@ -74,22 +74,23 @@ def test_malformed_line_unknown_image_and_bin_out_of_range_are_problems(tmp_path
     train += orient_line(names("train")[-1], 9) + "\n" + f"{names('train')[-1]} 1 2 x\n"
     (root / "keypoint_orient_train.txt").write_text(train)
     got = problems_of(root)
-    assert len(got) == 4, got
+    assert len(got) == 3, got
     assert got[0].startswith("keypoint_orient_train.txt:6: malformed line 'just-a-name.jpg'")
     assert got[1].startswith(f"keypoint_orient_train.txt:8: {names('train')[-1]}: orientation bin 9 is not one of 0..7")
     assert got[2].startswith("keypoint_orient_train.txt:9: malformed line")
-    assert got[3] == "keypoint_orient_train.txt:7: 0099_c001_00000001_0.jpg is not listed in name_train.txt"
+    assert LAYOUTS.get("veri776").parse_root(root)[0].info["orientation_unlisted"] == 1  # counted, not a problem
     problem = LAYOUTS.get("veri776").parse_root(root)[1].problems[1]
     assert "0 front" in problem.fix and "7 right_rear" in problem.fix
-    assert len(check_dataset(root, "veri776", verify_images=False)) == 4
+    assert len(check_dataset(root, "veri776", verify_images=False)) == 3
 
 
-def test_test_file_names_must_be_query_or_gallery_images(tmp_path):
+def test_lines_for_images_no_list_holds_are_counted_not_problems(tmp_path):
     root = labelled_tree(tmp_path)
     with (root / "keypoint_orient_test.txt").open("a") as f:
         f.write(orient_line(names("train")[0], 2) + "\n")
-    assert problems_of(root) == [f"keypoint_orient_test.txt:6: {names('train')[0]} is not listed in "
-                                 "name_query.txt or name_test.txt"]
+    assert problems_of(root) == []
+    ds = load_layout("veri776", root)
+    assert ds.info["orientation_unlisted"] == 1
 
 
 def test_a_missing_list_file_does_not_flood_unknown_images(tmp_path):

@@ -49,6 +49,9 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         counts = ", ".join(f"{split} {n}/{total}" for split, (n, total) in viewpoint_counts(ds).items())
         console.print(f"images with a viewpoint: {counts}", highlight=False)
+        if ds.info.get("orientation_unlisted"):
+            console.print(f"orientation lines for images no list holds (left out): {ds.info['orientation_unlisted']}",
+                          highlight=False)
         if ds.info.get("side_labels"):
             console.print(f"side labels (vreid_labels.csv) matched {ds.info['side_labels']} images")
         console.print("[green]no problems found[/green]")
