@@ -248,3 +248,11 @@ def test_own_clip_configs_stay_local_to_the_model():
     wide = make(semantic={"model": "own-tower", "clip_config": {**tower, "embed_dim": 48}})
     assert (narrow.semantic.num_features, wide.semantic.num_features) == (32, 48)
     assert _clip_config_names() == before
+
+
+def test_one_metadata_lookup_zeroes_unknown_and_unseen_ids():
+    from vreid.models.side_info import rows_for_ids
+
+    table = torch.arange(6.0).view(3, 2)
+    rows = rows_for_ids(table, torch.tensor([2, -1, 0, 3]))
+    assert torch.equal(rows, torch.tensor([[4.0, 5.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))

@@ -30,6 +30,7 @@ from vreid.methods.base import METADATA_FIELDS, METHODS, Batch, DataInfo, Metada
 from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.branches import accepted_kinds, build_branch, current_kind, trunk_info
 from vreid.models.layers import BNNeck, LinearClassifier, make_pool
+from vreid.models.side_info import rows_for_ids
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +167,8 @@ class MultiBranchReid(ReidMethod):
         """How many parameters the camera/viewpoint embeddings add (0 without metadata)."""
         return sum(p.numel() for p in self.metadata.parameters()) if self.metadata is not None else 0
 
-    def _metadata_index(self, cams: torch.Tensor | None, views: torch.Tensor | None) -> tuple[torch.Tensor, ...] | None:
-        """(row index, known mask) per image; images with an unknown (-1 or out of range) label get no vector."""
+    def _metadata_index(self, cams: torch.Tensor | None, views: torch.Tensor | None) -> torch.Tensor | None:
+        """The metadata row per image; -1 (no vector) for an image with an unknown (-1 or out of range) label."""
         mode = self.cfg.metadata
         n_views = self.cfg.metadata_viewpoints or self.info.num_viewpoints
         n_cams = self.metadata_size // n_views if mode == "camera+viewpoint" else self.metadata_size
@@ -185,7 +186,7 @@ class MultiBranchReid(ReidMethod):
         for values, size in parts:
             known &= (values >= 0) & (values < size)
             index = index * size + values.clamp(0, size - 1)
-        return index, known
+        return torch.where(known, index, torch.full_like(index, -1))
 
     # ----- features --------------------------------------------------------------------------------------
     def features(self, images: torch.Tensor, cams: torch.Tensor | None = None,
@@ -197,8 +198,7 @@ class MultiBranchReid(ReidMethod):
         for i, branch in enumerate(self.branches):
             pooled = self.pool(branch(shared))
             if meta is not None:
-                index, known = meta
-                pooled = pooled + self.metadata[i][index] * known[:, None].to(pooled.dtype)
+                pooled = pooled + rows_for_ids(self.metadata[i], meta)
             pre += list(torch.chunk(pooled, branch.num_embeddings, dim=1))
         return pre, [head.neck(f) for head, f in zip(self.heads, pre)]
 

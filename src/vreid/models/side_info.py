@@ -8,6 +8,14 @@ import torch
 from torch import nn
 
 
+def rows_for_ids(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` as (B, dim); ids that are unknown (-1) or outside the table (a camera never seen when the
+    model was built) give a zero row. The one metadata lookup of vreid (SIE tables here, MBR's LAI rows)."""
+    ids = ids.to(table.device).long()
+    known = (ids >= 0) & (ids < table.shape[0])
+    return table[ids.clamp(0, table.shape[0] - 1)] * known[:, None].to(table.dtype)
+
+
 class SideInfoEmbedding(nn.Module):
     """``weight * (E_cam[camera] + E_view[viewpoint])`` as a (B, dim) tensor to add to a feature.
 
@@ -29,9 +37,7 @@ class SideInfoEmbedding(nn.Module):
     def _lookup(table: nn.Embedding | None, ids: torch.Tensor | None, batch: int, ref: torch.Tensor) -> torch.Tensor:
         if table is None or ids is None:
             return ref.new_zeros(batch, ref.shape[-1])
-        ids = ids.to(table.weight.device).long()
-        known = (ids >= 0) & (ids < table.num_embeddings)
-        return table(ids.clamp(0, table.num_embeddings - 1)) * known[:, None].to(table.weight.dtype)
+        return rows_for_ids(table.weight, ids)
 
     def forward(self, camera_ids: torch.Tensor | None, viewpoints: torch.Tensor | None, batch: int) -> torch.Tensor:
         ref = next(self.parameters(), None)
