@@ -157,10 +157,6 @@ def _build_catalog() -> list[VehicleModel]:
 CATALOG: list[VehicleModel] = _build_catalog()
 
 
-def model_by_id(model_id: int) -> VehicleModel:
-    return CATALOG[model_id - 1]
-
-
 @dataclass
 class Identity:
     """One vehicle: model + colour + its own details (everything needed to rebuild its 3D body)."""
@@ -262,14 +258,6 @@ def sample_identity(seed: int, vehicle_id: int, preset: Preset) -> Identity:
         tint=float(r.uniform(0.0, 1.0)) if p(0.6) else 0.3,
         ornament=p(0.3), black_roof=t in ("sedan", "hatchback", "suv") and p(0.08),
     )
-
-
-def color_name(color_id: int) -> str:
-    return COLOR_NAMES[color_id]
-
-
-def degrees_wrap(a: float) -> float:
-    return float(a % 360.0)
 
 
 def viewpoint_bin(azimuth: float) -> int:

@@ -6,7 +6,6 @@ children are named ``IN`` and ``BN`` as in the official IBN-Net checkpoints, so 
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -210,12 +209,3 @@ _SMALL = {"resnet_tiny_ibn_a", "resnet18", "resnet18_ibn_a"}
 
 for _name, (_block, _layers, _defaults) in _VARIANTS.items():
     BACKBONES.register(_name, family="resnet", small=_name in _SMALL)(_resnet(_block, _layers, **_defaults))
-
-
-def ibn_split_keys(model: nn.Module) -> list[str]:
-    """State-dict keys of the split IBN norms (absent from plain ResNet checkpoints)."""
-    return [k for k in model.state_dict() if ".IN." in k or ".BN." in k]
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in model.parameters())
