@@ -1,29 +1,38 @@
-"""Query expansion baselines: average QE (Chum et al. 2007), alpha-QE (Radenovic et al. 2018), and FastReID's AQE."""
+"""Query expansion baselines: average QE (Chum et al. 2007), alpha-QE (Radenovic et al. 2018), and FastReID's AQE.
+
+All torch, on the features' device.
+"""
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 
-from vreid.eval.distance import FeatureDistances, prepare_features
-from vreid.eval.ranking import ranked_topk
-from vreid.rerank.knn import knn
+from vreid.eval.distance import FeatureDistances, auto_chunk_size, iter_blocks
+from vreid.rerank.knn import knn_tensors, prepare_on_device, stable_topk
+
+
+def nearest_gallery(x: torch.Tensor, g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cosine similarities, gallery indices), each len(x) x k, most similar first; ties to the lower index.
+    Found in query blocks, on x's device."""
+    source = FeatureDistances(x, g, "cosine")
+    found = [stable_topk(source.block(start, stop).to(x.device), k)
+             for start, stop in iter_blocks(len(x), auto_chunk_size(len(g), bytes_per_element=4))]
+    dist = torch.cat([d for d, _ in found]) if found else x.new_empty(0, min(k, len(g)))
+    idx = torch.cat([i for _, i in found]) if found else torch.empty(0, min(k, len(g)), dtype=torch.long)
+    return (1.0 - dist).clamp_(min=0), idx.to(x.device)
 
 
 def expand_queries(qf: Any, gf: Any, k: int = 5, alpha: float = 0.0, expand_gallery: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised features with each query replaced by its own feature plus its top-k gallery features,
     weighted by similarity**alpha (alpha = 0: plain average), renormalised. Top-k found in query blocks."""
-    q, g = prepare_features(qf, gf, "cosine")
+    q, g = prepare_on_device(qf, gf, "cosine")
 
     def expand(x: torch.Tensor) -> torch.Tensor:
-        idx, dist = ranked_topk(x, g, k=k, metric="cosine")
-        idx_t = torch.from_numpy(idx)
-        sim = (1.0 - torch.from_numpy(dist)).clamp_(min=0)
+        sim, idx = nearest_gallery(x, g, k)
         w = sim.pow(alpha) if alpha > 0 else torch.ones_like(sim)
-        return torch.nn.functional.normalize(x + (w.unsqueeze(-1) * g[idx_t]).sum(1), dim=1)
+        return torch.nn.functional.normalize(x + (w.unsqueeze(-1) * g[idx]).sum(1), dim=1)
 
     return expand(q), (expand(g) if expand_gallery else g)
 
@@ -48,7 +57,7 @@ def fastreid_aqe(qf: Any, gf: Any, qe_times: int = 1, qe_k: int = 10, alpha: flo
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """FastReID's `aqe` (fastreid/evaluation/query_expansion.py) without its N x N similarity matrix: query and
     gallery features, both expanded `qe_times` times among all Q + G; returned unnormalised, as FastReID does."""
-    q, g = prepare_features(qf, gf, "euclidean")   # as given: FastReID averages the raw features
+    q, g = prepare_on_device(qf, gf, "euclidean")   # as given: FastReID averages the raw features
     feats = torch.cat([q, g])
     for _ in range(qe_times):
         feats = fastreid_aqe_round(feats, qe_k, alpha, knn_backend, knn_options)
@@ -59,12 +68,16 @@ def fastreid_aqe_round(feats: torch.Tensor, qe_k: int = 10, alpha: float = 3.0, 
                        knn_options: dict[str, Any] | None = None) -> torch.Tensor:
     """Each row becomes the mean of feature * cos**alpha over its qe_k most cosine-similar rows, itself included."""
     unit = torch.nn.functional.normalize(feats, dim=1)
-    sqd, idx, _ = knn(unit, qe_k, knn_backend, with_row_max=False, **(knn_options or {}))
-    n, k = idx.shape
+    sqd, idx, _ = knn_tensors(unit, qe_k, knn_backend, with_row_max=False, **(knn_options or {}))
+    k = idx.shape[1]
     cosine = 1.0 - sqd / 2.0                       # |a - b|^2 = 2 - 2 cos(a, b) for unit vectors
-    weights = (np.power(cosine, alpha) / k).astype(np.float32).ravel()   # np.power: cos < 0 as FastReID has it
-    mean = sp.csr_matrix((weights, idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
-    return torch.from_numpy(np.asarray(mean @ feats.numpy(), dtype=np.float32))
+    # in float64, then rounded: nearer numpy's float32 power (FastReID's) than torch's cos*cos*cos in float32;
+    # cos < 0 kept as FastReID has it (nan for a fractional alpha)
+    weights = cosine.double().pow(alpha).float() / k
+    mean = torch.zeros_like(feats)
+    for m in range(k):                             # one neighbour rank at a time: N x d temporaries, no N x k x d
+        mean.add_(feats[idx[:, m]] * weights[:, m:m + 1])
+    return mean
 
 
 class FastReidAqeDistances(FeatureDistances):
