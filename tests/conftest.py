@@ -54,3 +54,14 @@ class CrashAt(Hook):
     def after_step(self, trainer, batch, outputs, losses) -> None:
         if trainer.step == self.step:
             raise RuntimeError("simulated kill")
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tiny tensors: faster, and far faster when other jobs share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,13 +22,7 @@ LAYOUT = {"baseline": (1, 256, 2048), "r50-2b": (2, 256, 2048), "mbr-4b": (4, 25
           "mbr-2x2g": (4, 128, 1024), "mbr-bot-4g": (4, 64, 512)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 def arch(name: str, **overrides) -> MbrConfig:

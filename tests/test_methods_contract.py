@@ -24,13 +24,7 @@ SIZE, IDS, PER_ID, CAMERAS, VIEWPOINTS = 32, 4, 2, 3, 8
 TINY_TRUNK = "resnet_tiny_ibn_a"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread than contending for the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 def synthetic_config(name: str) -> Path:
