@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -136,6 +137,11 @@ CASES = [
     Case("training on a one-camera dataset", lambda e: train(e, "data.layout=folder", "data.ids_per_batch=2",
                                                              f"data.root={e['onecam_train']}"),
          ("none of the 4 queries has a match", "eval.protocol=plain_none"), lambda e: e["new"]),
+    Case("more identities per batch than the training split has", lambda e: train(e, "data.ids_per_batch=12"),
+         ("data.ids_per_batch", "has 8", "at most 8"), lambda e: e["new"]),
+    *([Case("--overwrite with a device this machine lacks",
+            lambda e: train(e, "train.device=cuda", "--overwrite", out=e["run"]),
+            ("train.device", "cpu or auto"), lambda e: e["run"])] if not torch.cuda.is_available() else []),
     Case("bad demo world", lambda e: ["demo", "--output", str(e["new"]), "--ids", "1"],
          ("ids=1", "at least 2"), lambda e: e["new"]),
 ]

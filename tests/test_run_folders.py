@@ -154,3 +154,19 @@ def test_demo_world_is_rendered_again_when_its_settings_change(tmp_path):
     s.seed = 2
     summary = render_demo_data(tmp_path / "data", s)
     assert "reused" not in summary and rendered_world(tmp_path / "data")["seed"] == 2
+
+
+def test_resume_by_run_folder_continues_that_folder(tiny_world, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from vreid.cli.main import app
+
+    crashed_run(tiny_world, tmp_path / "original", 3)
+    shutil.copytree(tmp_path / "original", tmp_path / "copy")
+    before = tree_digest(tmp_path / "original")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "copy"), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "copy" / "model.safetensors").is_file()  # its config.yaml names "original"
+    assert tree_digest(tmp_path / "original") == before

@@ -109,7 +109,7 @@ def run_demo(s: DemoSettings, overrides: list[str] | None = None) -> dict[str, A
     notes = [f"data: {out / 'data'} (synthetic, preset {s.preset}, seed {s.seed})",
              f"method: bot with {cfg.model.backbone.name}, {cfg.schedule.epochs} epochs, "
              f"{cfg.data.height}x{cfg.data.width}",
-             f"protocol: {results.get('protocol', dataset.protocol)}",
+             f"protocol: {results.get('protocol', dataset.protocol)}, junk rule: {results.get('junk_rule_text', '')}",
              f"time: data {t_data:.0f} s, training+eval {t_train:.0f} s, total {elapsed:.0f} s"]
     report = write_report(out / "report.html", "vreid demo", rows, curves, ranked, dataset.query, dataset.gallery,
                           notes)

@@ -16,9 +16,12 @@ err_console = Console(stderr=True)
 
 def load_config(config: str | None, overrides: list[str] | None) -> ExperimentConfig:
     """The experiment from a YAML file (or packaged name), or from a run folder's saved config.yaml."""
+    overrides = list(overrides or [])
     if config is not None and Path(config).is_dir() and (Path(config) / "config.yaml").is_file():
+        if "output_dir" not in override_keys(overrides):  # the run lives here, wherever its config said
+            overrides.insert(0, f"output_dir={config}")
         config = str(Path(config) / "config.yaml")
-    return load_experiment(config, overrides or [])
+    return load_experiment(config, overrides)
 
 
 def override_keys(overrides: list[str] | None) -> list[str]:

@@ -44,8 +44,11 @@ class IdentityBatchSampler:
         self.groups = [np.asarray(groups[k], dtype=np.int64) for k in sorted(groups)]
         self.group_labels = sorted(groups)
         if len(self.groups) < self.P:
-            raise ValueError(f"only {len(self.groups)} identities have a label >= 0 but ids_per_batch={self.P}; "
-                             f"lower data.ids_per_batch to at most {len(self.groups)}")
+            from vreid.config.loader import ConfigError
+
+            raise ConfigError(f"key 'data.ids_per_batch': only {len(self.groups)} identities have a label >= 0 but "
+                              f"ids_per_batch={self.P}; lower data.ids_per_batch to at most {len(self.groups)}",
+                              key="data.ids_per_batch")
         self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:

@@ -111,6 +111,15 @@ def all_gather_uneven(tensor: torch.Tensor, info: DistInfo, dst: int | None = No
     return [p[tuple(slice(0, n) for n in size)].to(tensor.device) for p, size in zip(parts, sizes)]
 
 
+def max_over_ranks(value: int, info: DistInfo) -> int:
+    """The largest of every rank's `value` (the value itself outside a process group)."""
+    if not info.enabled:
+        return value
+    flag = torch.tensor([value], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item())
+
+
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """The elementwise sum over ranks, as a new tensor on the input's device."""
     if not info.enabled:

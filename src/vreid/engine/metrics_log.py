@@ -1,6 +1,7 @@
 """Training logs: a CSV of metrics per step and TensorBoard scalars when available.
 
-Nothing is written until the first row, so a run that fails before its first step leaves its folder as it was.
+Nothing is written until the first row (TensorBoard's event file included), so a run that fails before its
+first step leaves no log.
 A row with a column the file lacks (the evaluation metrics after training rows) widens the header.
 """
 from __future__ import annotations

@@ -156,6 +156,7 @@ def preflight(cfg: ExperimentConfig, job: str, *, output_dir: str | os.PathLike 
     if output_file is not None:
         check_writable_file(output_file, "--output")
     check_rerank(cfg, rerank)
+    check_device(cfg)
     if job == "train":
         check_pretrained_files(cfg)
         check_model_builds(cfg)
@@ -197,3 +198,26 @@ def check_metadata_present(cfg: ExperimentConfig, dataset: Any) -> None:
             raise config_error(cfg, need.key, f"method '{cfg.model.name}' reads the {need.field} of each image, "
                                               f"but no training image of the {dataset.name} dataset at "
                                               f"{dataset.root} has one; {how}, or set {need.without}")
+
+
+def check_device(cfg: ExperimentConfig) -> None:
+    """`train.device` names a device this machine has."""
+    from vreid.engine.trainer import pick_device
+
+    pick_device(cfg.train.device)
+
+
+def check_identities_fill_a_batch(cfg: ExperimentConfig, dataset: Any) -> None:
+    """Before training: the training split has at least `data.ids_per_batch` vehicles (a P x K batch needs P).
+
+    Unsupervised methods are left to their clustering, which checks its own cluster count.
+    """
+    from vreid.methods import METHODS
+
+    if METHODS.get(cfg.model.name).unsupervised:
+        return
+    ids = len({r.vehicle_id for r in dataset.train})
+    if ids < cfg.data.ids_per_batch:
+        raise config_error(cfg, "data.ids_per_batch", f"{cfg.data.ids_per_batch} identities per batch, but the "
+                                                      f"training split of {dataset.root} has {ids}; lower "
+                                                      f"data.ids_per_batch to at most {ids}")

@@ -20,7 +20,9 @@ from vreid.engine.bundle import load_bundle, resolve_weights
 from vreid.engine.distributed import broadcast_object, process_group
 from vreid.engine.evaluate import evaluate_method
 from vreid.engine.extract import extract_features
-from vreid.engine.preflight import check_metadata_present, check_queries_can_match, preflight
+from vreid.engine.preflight import (
+    check_identities_fill_a_batch, check_metadata_present, check_queries_can_match, preflight,
+)
 from vreid.engine.preprocessing import model_preprocessing
 from vreid.engine.run_folder import RunLock, check_new_run, check_resume_settings, clear_run_outputs
 from vreid.engine.run_info import write_run_info
@@ -44,21 +46,24 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, dataset: ReidDatas
                  overwrite: bool = False, allow_changes: bool = False) -> dict[str, Any]:
     """Train `cfg` into `cfg.output_dir`: a fresh folder, `resume` a stopped run, or `overwrite` an old one."""
     preflight(cfg, "train", check_data=dataset is None)
-    notes: dict[str, Any] = {}
-    if _is_main_rank():  # the other ranks would see rank 0's first files and refuse
+
+    def check_folder() -> dict[str, Any]:
         check_new_run(cfg.output_dir, resume, overwrite)
-        if resume:
-            changes = check_resume_settings(cfg.output_dir, dataclasses.asdict(cfg), allow_changes)
-            if changes:
-                notes["changes_on_resume"] = changes
+        changes = check_resume_settings(cfg.output_dir, dataclasses.asdict(cfg), allow_changes) if resume else []
+        return {"changes_on_resume": changes} if changes else {}
+
+    if _is_main_rank():  # the other ranks would see rank 0's first files and refuse
+        check_folder()
     dataset = dataset if dataset is not None else load_data(cfg)
     check_queries_can_match(cfg, dataset)
+    check_identities_fill_a_batch(cfg, dataset)
     check_metadata_present(cfg, dataset)
     lock = RunLock(cfg.output_dir).acquire() if _is_main_rank() else None
     try:
-        if overwrite and lock is not None:
+        notes = check_folder() if lock is not None else {}  # again: another run may have ended meanwhile
+        trainer = Trainer(cfg, dataset)  # builds the model; writes nothing
+        if overwrite and lock is not None:  # only now: a failure above keeps the old run
             clear_run_outputs(cfg.output_dir)
-        trainer = Trainer(cfg, dataset)
         try:
             return trainer.fit(resume=resume, run_notes=notes)
         finally:

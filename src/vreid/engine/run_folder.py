@@ -13,7 +13,7 @@ from vreid.config.loader import ConfigError, flatten_mapping
 
 #: Files and folders a training run writes; their presence means the folder holds a run.
 RUN_OUTPUTS = ("config.yaml", "run_info.json", "checkpoints", "model.safetensors", "model_info.json",
-               "metrics.csv", "tensorboard", "results.json", "ranked.npz")
+               "metrics.csv", "tensorboard", "results.json", "ranked.npz", "clusters.csv", "report.html")
 #: Sections whose change alters what a resumed run means; `data.*` keys in RESUME_FREE may still change.
 RESUME_FIXED = ("seed", "data", "model", "optim", "schedule")
 RESUME_FREE = ("data.root", "data.workers", "data.test_batch_size")

@@ -73,7 +73,8 @@ def sharded_protocol_result(qf_share: torch.Tensor, gf_share: torch.Tensor, quer
 def _embed_share(method: ReidMethod, records: Sequence[ImageRecord], cfg: ExperimentConfig,
                  device: torch.device, info: DistInfo, amp: bool, align: int = 1) -> torch.Tensor:
     start, stop = shard_bounds(len(records), info.world_size, info.rank, align)
-    return extract_features(method, records[start:stop], cfg.data, device, flip=cfg.eval.flip, amp=amp)
+    share = extract_features(method, records[start:stop], cfg.data, device, flip=cfg.eval.flip, amp=amp)
+    return share.to(device) if device.type == "cuda" else share  # scored on the GPU, as in one process
 
 
 def _evaluate_on_main(qf_share: torch.Tensor, gf_share: torch.Tensor, dataset: ReidDataset,

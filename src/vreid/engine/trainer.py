@@ -17,7 +17,7 @@ from vreid.config.schema import ExperimentConfig
 from vreid.data.records import ReidDataset, relabel
 from vreid.engine import checkpoint as ckpt
 from vreid.engine.bundle import save_bundle, write_model_info
-from vreid.engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from vreid.engine.distributed import DistInfo, barrier, cleanup, init_distributed, max_over_ranks
 from vreid.engine.hooks import Hook
 from vreid.engine.metrics_log import MetricsLog
 from vreid.engine.optim import build_optimizer
@@ -39,7 +39,10 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+        from vreid.config.loader import ConfigError
+
+        raise ConfigError("key 'train.device': cuda, but no CUDA device is visible; use train.device=cpu or auto",
+                          key="train.device")
     return torch.device(name)
 
 
@@ -269,6 +272,8 @@ class Trainer:
                     )
             if cfg.train.checkpoint_every_steps and self.step % cfg.train.checkpoint_every_steps == 0:
                 self.save_checkpoint()
+            # every rank must stop after the same step: a signal may reach the ranks at different steps
+            self._stop = max_over_ranks(self._stop or 0, self.dist) or None
             if self._stop:
                 self.save_checkpoint()
                 raise StopRequested

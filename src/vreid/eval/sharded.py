@@ -107,10 +107,11 @@ def evaluate_shards(shards: Sequence[GalleryShard], q_ids: Any, q_cams: Any, num
     q_ids, _, q_cams, _ = label_arrays(shards[0].distances, q_ids, shards[0].ids, q_cams, shards[0].cams,
                                        junk_rule)
     Q, G = len(q_ids), num_gallery
-    chunk_size = chunk_size or auto_chunk_size(G)  # the one-process query blocks: the same rows in each product
+    device = shards[0].distances.device
+    chunk_size = chunk_size or auto_chunk_size(G, device=device)  # the one-process blocks: the same rows per product
     top_k = min(top_k, G)
     ap, inp, first = np.full(Q, np.nan), np.full(Q, np.nan), np.full(Q, -1, np.int64)
-    buffers = [torch.empty(min(chunk_size, Q), s.num_gallery) for s in shards]
+    buffers = [torch.empty(min(chunk_size, Q), s.num_gallery, device=s.distances.device) for s in shards]
     nearest = [(np.zeros((Q, min(top_k, s.num_gallery)), np.int64),
                 np.zeros((Q, min(top_k, s.num_gallery)), np.float32)) for s in shards]
     for start, stop in track(iter_blocks(Q, chunk_size), "evaluating queries", Q, units=block_rows):

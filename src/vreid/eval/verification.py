@@ -15,7 +15,7 @@ import torch
 
 from vreid.eval.distance import DistanceSource, auto_chunk_size, device_index, iter_blocks, source_device, to_numpy
 from vreid.eval.errors import EvaluationError
-from vreid.eval.metrics import GalleryIndex, label_arrays, remove_junk
+from vreid.eval.metrics import GalleryIndex, label_arrays, remove_junk, same_id_pairs
 from vreid.progress import block_rows, track
 
 #: The FPRs whose TPR is reported (FastReID's TPR@FPR).
@@ -106,8 +106,7 @@ def _junk_free_blocks(source: DistanceSource, q_ids: np.ndarray, q_cams: np.ndar
     g_cams_t = torch.from_numpy(g_cams).to(device)
     for start, stop in track(iter_blocks(Q, chunk_size), what, Q, units=block_rows):
         dist = source.block(start, stop, out=buffer[: stop - start])
-        rows, cols = index.same_id(q_ids[start:stop])
-        same_cam = g_cams[cols] == q_cams[start + rows]
+        rows, cols, same_cam = same_id_pairs(index, g_cams, q_ids[start:stop], q_cams[start:stop])
         keep = remove_junk(dist, junk_rule, rows, cols, same_cam, q_cams[start:stop], g_cams_t)
         yield dist, rows, cols, keep
 

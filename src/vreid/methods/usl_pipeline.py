@@ -97,8 +97,11 @@ class UslPipelineHook(Hook):
             eps = round(eps + 0.05, 4)
             console.print(f"[yellow]usl: fewer than {need} clusters; eps raised to {eps}[/yellow]")
         if joint.max() + 1 < need:
-            raise RuntimeError(f"usl: clustering found {joint.max() + 1} clusters, fewer than data.ids_per_batch="
-                               f"{need}; lower ids_per_batch or clustering.min_samples")
+            from vreid.config.loader import ConfigError
+
+            raise ConfigError(f"key 'data.ids_per_batch': usl clustering found {joint.max() + 1} clusters, fewer "
+                              f"than data.ids_per_batch={need}; lower data.ids_per_batch or "
+                              "model.clustering.min_samples", key="data.ids_per_batch")
         for b in range(len(models)):
             m.set_pseudo_labels(b, assigned[b], feats[b], subset)
         trainer.set_train_labels(joint.tolist())

@@ -210,6 +210,7 @@ class KReciprocalDistances:
                  knn_options: dict[str, Any] | None = None, query_gallery: Any = None) -> None:
         q, g = prepare_on_device(qf, gf, metric)
         self.num_query, self.num_gallery = q.shape[0], g.shape[0]
+        self.device = q.device  # callers allocate their block buffers here
         self.query_gallery = torch.as_tensor(query_gallery) if knn_backend == "torch" and query_gallery is not None \
             else None
         self.state = encode(torch.cat([q, g]), q.shape[0], k1, k2, lambda_value, knn_backend, knn_options,

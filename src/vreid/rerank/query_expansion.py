@@ -17,7 +17,7 @@ def nearest_gallery(x: torch.Tensor, g: torch.Tensor, k: int) -> tuple[torch.Ten
     Found in query blocks, on x's device."""
     source = FeatureDistances(x, g, "cosine")
     found = [stable_topk(source.block(start, stop).to(x.device), k)
-             for start, stop in iter_blocks(len(x), auto_chunk_size(len(g), bytes_per_element=4))]
+             for start, stop in iter_blocks(len(x), auto_chunk_size(len(g), bytes_per_element=4, device=x.device))]
     dist = torch.cat([d for d, _ in found]) if found else x.new_empty(0, min(k, len(g)))
     idx = torch.cat([i for _, i in found]) if found else torch.empty(0, min(k, len(g)), dtype=torch.long)
     return (1.0 - dist).clamp_(min=0), idx.to(x.device)

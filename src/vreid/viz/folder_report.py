@@ -62,10 +62,13 @@ def write_folder_report(folder: str | Path, output: str | Path | None = None, ov
             f"queries and {len(dataset.gallery)} gallery images; the dataset is not the one evaluated: pass "
             "data.root=... of that dataset")
     name = cfg.model.name
-    ranked = ranked_from_lists(indices, dataset.query, dataset.gallery, pick_queries(len(indices), queries, seed))
+    junk_rule = results.get("junk_rule", "same_id_same_camera")
+    ranked = ranked_from_lists(indices, dataset.query, dataset.gallery, pick_queries(len(indices), queries, seed),
+                               drop_same_camera=junk_rule != "none")  # show what the metrics counted
     notes = [f"folder: {folder}",
              f"data: {cfg.data.root} (layout {cfg.data.layout})",
-             f"method: {name}, protocol: {results.get('protocol', dataset.protocol)}",
+             f"method: {name}, protocol: {results.get('protocol', dataset.protocol)}, junk rule: "
+             f"{results.get('junk_rule_text', junk_rule)}",
              f"ranked lists: the top {indices.shape[1]} of ranked.npz, by the distances the evaluation scored "
              f"(metric {cfg.eval.metric}, re-ranking {ranked_by})"]
     curves = {name: results["cmc"]} if results.get("cmc") is not None else {}

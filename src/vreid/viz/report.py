@@ -138,7 +138,7 @@ figure.hit {{ border-color: #2a2; }} figure.miss {{ border-color: #d22; }}
 <h2>CMC</h2>{cmc_svg(cmc_curves)}
 {roc_html}
 <h2>Ranked gallery</h2><p>Query on the left (black); matches framed green, wrong vehicles red. Same-camera images of
-the query's vehicle are left out, as the protocol does.</p>
+the query's vehicle are left out where the protocol removes them (its junk rule is in the notes above).</p>
 {"".join(lists)}
 </body></html>"""
     write_text_atomic(path, doc)

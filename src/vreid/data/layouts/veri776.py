@@ -73,7 +73,7 @@ class VeRi776Layout(Layout):
                                          ("gallery", "name_test.txt", "image_test")):
             splits[split] = self._read_split(ctx, list_file, folder, labels)
         ds = self.dataset(ctx, splits["train"], splits["query"], splits["gallery"], test_size)
-        apply_orientations(ds, ctx, self.list_files)
+        apply_orientations(ds, ctx)
         return ds
 
     @staticmethod

@@ -64,12 +64,11 @@ def _label_splits(ds: ReidDataset, splits: tuple[str, ...], views: dict[str, tup
     return matched
 
 
-def apply_orientations(ds: ReidDataset, ctx: ParseContext, list_files: dict[str, str]) -> int:
+def apply_orientations(ds: ReidDataset, ctx: ParseContext) -> int:
     """Fill `viewpoint` from the orientation files present; returns how many records got one.
 
     Lines naming an image no list holds are left out and counted in `ds.info["orientation_unlisted"]` (the
     released files cover images the official lists dropped); they are not problems, so real VeRi-776 loads.
-    `list_files` maps a split to its list file, for the messages.
     """
     labelled, unlisted = 0, 0
     for stem, splits in ORIENTATION_SPLITS.items():
