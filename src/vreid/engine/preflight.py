@@ -204,7 +204,10 @@ def check_device(cfg: ExperimentConfig) -> None:
     """`train.device` names a device this machine has."""
     from vreid.engine.trainer import pick_device
 
-    pick_device(cfg.train.device)
+    try:
+        pick_device(cfg.train.device)
+    except ConfigError as e:
+        raise config_error(cfg, "train.device", e.detail or str(e)) from None
 
 
 def check_identities_fill_a_batch(cfg: ExperimentConfig, dataset: Any) -> None:

@@ -41,8 +41,8 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         from vreid.config.loader import ConfigError
 
-        raise ConfigError("key 'train.device': cuda, but no CUDA device is visible; use train.device=cpu or auto",
-                          key="train.device")
+        detail = "cuda, but no CUDA device is visible; use train.device=cpu or auto"
+        raise ConfigError(f"key 'train.device': {detail}", key="train.device", detail=detail)
     return torch.device(name)
 
 
