@@ -70,7 +70,7 @@ def run_demo(s: DemoSettings, overrides: list[str] | None = None) -> dict[str, A
     from vreid.engine.extract import extract_features
     from vreid.engine.run import load_data, run_training
     from vreid.viz.report import ranked_gallery, write_report
-    from vreid.viz.table import print_results, results_table
+    from vreid.viz.table import results_table
     from rich.console import Console
 
     from vreid.engine.preflight import preflight

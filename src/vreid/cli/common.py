@@ -1,16 +1,16 @@
 """Shared CLI plumbing: consoles and config loading with overrides (errors are handled in vreid.cli.errors)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from rich.console import Console
 
 from vreid.config import ExperimentConfig, load_experiment
 from vreid.config.loader import parse_override
+from vreid.launch import launched_as_main
 
 #: Results go to stdout once: under torchrun only rank 0 prints them (errors still print on every rank).
-console = Console(quiet=os.environ.get("RANK", "0") != "0")
+console = Console(quiet=not launched_as_main())
 err_console = Console(stderr=True)
 
 

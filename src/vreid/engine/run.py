@@ -5,7 +5,6 @@ Each checks everything it can (vreid.engine.preflight) before reading images, an
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,6 +22,7 @@ from vreid.engine.extract import extract_features
 from vreid.engine.preflight import (
     check_identities_fill_a_batch, check_metadata_present, check_queries_can_match, preflight,
 )
+from vreid.launch import launched_as_main
 from vreid.engine.preprocessing import model_preprocessing
 from vreid.engine.run_folder import RunLock, check_new_run, check_resume_settings, clear_run_outputs
 from vreid.engine.run_info import write_run_info
@@ -38,10 +38,6 @@ def load_data(cfg: ExperimentConfig, verify: bool = True) -> ReidDataset:
     return load_dataset(cfg.data, verify=verify)
 
 
-def _is_main_rank() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
 def run_training(cfg: ExperimentConfig, resume: bool = False, dataset: ReidDataset | None = None,
                  overwrite: bool = False, allow_changes: bool = False) -> dict[str, Any]:
     """Train `cfg` into `cfg.output_dir`: a fresh folder, `resume` a stopped run, or `overwrite` an old one."""
@@ -52,13 +48,13 @@ def run_training(cfg: ExperimentConfig, resume: bool = False, dataset: ReidDatas
         changes = check_resume_settings(cfg.output_dir, dataclasses.asdict(cfg), allow_changes) if resume else []
         return {"changes_on_resume": changes} if changes else {}
 
-    if _is_main_rank():  # the other ranks would see rank 0's first files and refuse
+    if launched_as_main():  # the other ranks would see rank 0's first files and refuse
         check_folder()
     dataset = dataset if dataset is not None else load_data(cfg)
     check_queries_can_match(cfg, dataset)
     check_identities_fill_a_batch(cfg, dataset)
     check_metadata_present(cfg, dataset)
-    lock = RunLock(cfg.output_dir).acquire() if _is_main_rank() else None
+    lock = RunLock(cfg.output_dir).acquire() if launched_as_main() else None
     try:
         notes = check_folder() if lock is not None else {}  # again: another run may have ended meanwhile
         trainer = Trainer(cfg, dataset)  # builds the model; writes nothing

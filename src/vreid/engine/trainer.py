@@ -2,12 +2,11 @@
 act around steps and epochs (pseudo-labels, momentum encoders, queues)."""
 from __future__ import annotations
 
-import math
 import random
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
