@@ -178,7 +178,7 @@ def save_fastreid(model: nn.Module, path) -> str:
 
 
 def sbs_config(*overrides: str, height: int = 64):
-    return load_experiment("configs/sbs/veri776.yaml", ["model.non_local_reduction=1024", f"data.height={height}",
+    return load_experiment("configs/sbs/veri776.yaml", [f"data.height={height}",
                                                         f"data.width={height}", *overrides])
 
 
@@ -192,18 +192,23 @@ def image_pair(size: int, seed: int = 1) -> tuple[torch.Tensor, Image.Image]:
 def embedding_parity(source: FrBaseline, run, x255: torch.Tensor, pil: Image.Image) -> dict[str, float]:
     """Max differences: model (the same normalised tensors into both), input (vreid's transform vs FastReID's
     in-model normalisation: float rounding) and end to end (each with its own preprocessing; the rounding of the
-    input, amplified by the random test network, relative to the embedding's size)."""
+    input, amplified by the random test network, relative to the embedding's size). FastReID ranks by cosine, so
+    its side is L2-normalised, as vreid's bot/sbs embedding is."""
     method = load_bundle(run)
     normalised = (x255 - source.pixel_mean) / source.pixel_std
+
+    def fastreid(x):
+        return nn.functional.normalize(source.heads(source.backbone(x)), dim=1)
+
     with torch.no_grad():
-        expected = source(x255)
-        model = (method.embed(normalised) - source.heads(source.backbone(normalised))).abs().max().item()
+        expected = nn.functional.normalize(source(x255), dim=1)
+        model = (method.embed(normalised) - fastreid(normalised)).abs().max().item()
     cfg = load_experiment(None, [f"data.height={method.info.height}", f"data.width={method.info.width}",
                                  f"data.mean={list(method.info.mean)}", f"data.std={list(method.info.std)}"])
     vreid_input = build_test_transform(cfg.data)(pil)[None]
     with torch.no_grad():
         got = method.embed(vreid_input)
-        model = max(model, (got - source.heads(source.backbone(vreid_input))).abs().max().item())
+        model = max(model, (got - fastreid(vreid_input)).abs().max().item())
     end = (got - expected).abs().max().item()
     return {"model": model, "input": (vreid_input - normalised).abs().max().item(),
             "end_to_end": end, "end_to_end_relative": end / expected.abs().max().item()}
@@ -289,14 +294,14 @@ def narrow_sbs(tmp_path_factory):
 NARROW = "model.backbone.options.widths=[8,16,32,64]"
 
 
-SBS = ("configs/sbs/veri776.yaml", "model.non_local_reduction=1024")
+SBS = ("configs/sbs/veri776.yaml",)
 BOT = ("configs/bot/veri776.yaml", "model.pooling=gem")
 
 
 @pytest.mark.parametrize("config, overrides, words", [
     (BOT, [], ["unexpected", "backbone.layer2.non_local.2.g.weight", "model.name='sbs'"]),
     (SBS, ["model.non_local=[0,1,3,0]"], ["unexpected", "model.non_local=[0, 2, 3, 0]"]),
-    (SBS, ["model.non_local_reduction=2"], ["shape mismatches", "non_local_reduction=128"]),
+    (SBS, ["model.non_local_reduction=2"], ["shape mismatches", "non_local_reduction=None"]),
     (SBS, ["model.pooling=gap"], ["unexpected", "pool.p", "model.pooling='gem'"]),
     (SBS, ["model.neck_feat=before"], ["neck_feat=after"]),
     (("configs/moreid/veri776.yaml", NARROW), [], ["bot or sbs"]),
@@ -346,7 +351,7 @@ def test_cli_writes_a_run_that_eval_uses(narrow_sbs, tiny_world, tmp_path):
 
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["convert", "--from", "fastreid", narrow_sbs, "--config",
-                                      "configs/sbs/veri776.yaml", "model.non_local_reduction=1024", NARROW,
+                                      "configs/sbs/veri776.yaml", NARROW,
                                       "data.height=32", "data.width=32", "-o", str(run)])
     assert result.exit_code == 0, result.output
     assert "mean [0.485, 0.456, 0.406]" in result.output
@@ -401,28 +406,91 @@ def _grouped(stage: nn.Sequential, groups: int) -> nn.Sequential:
     return stage
 
 
-class MbrOfficial(nn.Module):
-    """`n_branches` R50 copies (stride 2) or one `groups`-grouped layer4 (stride 1); LBS: even blocks ClassBlocks,
-    odd blocks bare BNs; LAI indexed by cam * n_views + view; `x2g`: the second branch sees swapped halves."""
+class OfficialMhsa(nn.Module):
+    """The official MHSA: q, k, v 1x1 convs with bias, rel_h (1, n, d, 1, H) + rel_w (1, n, d, W, 1) flattened to
+    r (n, d, HW); energy = q^T k + r^T q (so r_i . q_j), softmax over the last axis, out = v A^T; no scaling."""
 
-    def __init__(self, width=8, n_branches=2, groups=0, num_classes=576, n_cams=0, n_views=0, x2g=False, seed=0):
+    def __init__(self, dims, size, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value = (nn.Conv2d(dims, dims, 1) for _ in range(3))
+        self.rel_h = nn.Parameter(torch.randn(1, heads, dims // heads, 1, size))
+        self.rel_w = nn.Parameter(torch.randn(1, heads, dims // heads, size, 1))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = (f(x).view(b, self.heads, c // self.heads, -1) for f in (self.query, self.key, self.value))
+        r = (self.rel_h + self.rel_w).view(1, self.heads, c // self.heads, -1).permute(0, 1, 3, 2)
+        energy = q.permute(0, 1, 3, 2) @ k + r @ q
+        return (v @ energy.softmax(-1).permute(0, 1, 3, 2)).view(b, c, h, w)
+
+
+class OfficialBoTBlock(nn.Module):
+    """Bottleneck_Transformer: conv1-bn1-relu, conv2 = Sequential(MHSA), bn2-relu, conv3-bn3, + shortcut (1x1 conv
+    with bias + BN where the width changes, else empty), relu."""
+
+    def __init__(self, c_in, planes, size):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c_in, planes, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv2 = nn.Sequential(OfficialMhsa(planes, size))
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3, self.bn3 = nn.Conv2d(planes, 4 * planes, 1, bias=False), nn.BatchNorm2d(4 * planes)
+        self.shortcut = nn.Sequential()
+        if c_in != 4 * planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, 4 * planes, 1), nn.BatchNorm2d(4 * planes))
+
+    def forward(self, x):
+        out = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        return torch.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+
+
+class OfficialConvMhsa2G(nn.Module):
+    """Conv_MHSA_2G: a dense 3x3 conv on the first half of the channels, one MHSA (`MHSA_1`) on the second."""
+
+    def __init__(self, channels, size):
+        super().__init__()
+        self.conv2 = nn.Conv2d(channels // 2, channels // 2, 3, 1, 1, bias=False)
+        self.MHSA_1 = OfficialMhsa(channels // 2, size)
+
+    def forward(self, x):
+        h = x.shape[1] // 2
+        return torch.cat((self.conv2(x[:, :h]), self.MHSA_1(x[:, h:])), 1)
+
+
+class MbrOfficial(nn.Module):
+    """`branches` of "R50" (layer4 copy, stride 2) and "BoT" (three BoT blocks), or one `groups`-grouped layer4
+    (stride 1; `hybrid`: conv2 = Conv_MHSA_2G); LBS: even blocks ClassBlocks, odd blocks bare BNs; LAI indexed by
+    cam * n_views + view; `x2g`: two grouped copies, the second sees swapped halves."""
+
+    def __init__(self, width=8, branches=("R50", "R50"), groups=0, num_classes=576, n_cams=0, n_views=0, x2g=False,
+                 hybrid=False, seed=0):
         super().__init__()
         torch.manual_seed(seed)
         r = FrResNet(True, [0, 0, 0, 0], width, stem_pool="padded")  # IBN-Net resnet50_ibn_a: padded stem pool
         self.modelup2L3 = nn.Module()
         self.modelup2L3.model = nn.Sequential(r.conv1, r.bn1, nn.ReLU(), r.maxpool, r.layer1, r.layer2, r.layer3)
         self.modelL4 = nn.Module()
+        dim, size = width * 32, 4  # layer4 output width; the layer3 map of a 64 x 64 image is 4 x 4
         if groups:
             first = _grouped(copy.deepcopy(r.layer4), groups)
+            if hybrid:
+                for block in first:
+                    block.conv2 = OfficialConvMhsa2G(block.conv2.in_channels, size)
             stages = [first, copy.deepcopy(first)] if x2g else [first]
         else:
-            stages = [copy.deepcopy(r.layer4) for _ in range(n_branches)]
-            for s in stages:
-                s[0].conv2.stride = s[0].downsample[0].stride = (2, 2)
+            stages = []
+            for kind in branches:
+                if kind == "R50":
+                    stage = copy.deepcopy(r.layer4)
+                    stage[0].conv2.stride = stage[0].downsample[0].stride = (2, 2)
+                else:
+                    stage = nn.Sequential(*(OfficialBoTBlock(dim // 2 if i == 0 else dim, dim // 4, size)
+                                            for i in range(3)))
+                stages.append(stage)
         self.modelL4.model = nn.ModuleList(stages)
-        self.x2g, self.groups, dim = x2g, max(groups, 1), width * 32
+        self.x2g, self.groups = x2g, max(groups, 1)
         self.finalblock = nn.Module()
-        n_blocks = groups * (int(x2g) + 1) if groups else n_branches  # n_groups * (len(["2x"]) + 1) for 2X2G
+        n_blocks = groups * (int(x2g) + 1) if groups else len(branches)  # n_groups * (len(["2x"]) + 1) for 2X2G
         self.finalblock.finalblocks = nn.ModuleList(
             MbrClassBlock(dim // self.groups, num_classes) if k % 2 == 0 else nn.BatchNorm1d(dim // self.groups)
             for k in range(n_blocks))
@@ -439,6 +507,9 @@ class MbrOfficial(nn.Module):
                 if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
                     m.weight.uniform_(0.5, 1.5)
                     m.bias.normal_(0, 0.1)
+                if isinstance(m, OfficialMhsa):  # small weights keep the un-scaled softmax away from one-hot
+                    for p in m.parameters():
+                        p.mul_(0.1)
             images = torch.rand(8, 3, 64, 64) * torch.linspace(0.2, 1.0, 8).view(-1, 1, 1, 1)
             self.train()(images, torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long))
         self.eval()
@@ -459,16 +530,21 @@ class MbrOfficial(nn.Module):
 
 
 MBR_ARCHS = {
-    "r50-2b": (dict(n_branches=2, n_cams=3, n_views=2), ["model.metadata=camera+viewpoint",
-                                                         "model.metadata_cameras=3", "model.metadata_viewpoints=2"]),
-    "baseline": (dict(n_branches=1), []),
+    "r50-2b": (dict(branches=("R50", "R50"), n_cams=3, n_views=2),
+               ["model.metadata=camera+viewpoint", "model.metadata_cameras=3", "model.metadata_viewpoints=2"]),
+    "baseline": (dict(branches=("R50",)), []),
     "mbr-4g": (dict(groups=4), []),
-    "mbr-2x2g": (dict(groups=2, x2g=True), []),
+    "mbr-r50-2x2g": (dict(groups=2, x2g=True), []),
+    "mbr-4b": (dict(branches=("R50", "R50", "BoT", "BoT"), n_cams=3, n_views=2),
+               ["model.metadata=camera+viewpoint", "model.metadata_cameras=3", "model.metadata_viewpoints=2"]),
+    "hybrid-4b": (dict(branches=("R50", "R50", "BoT", "BoT")), []),
+    "mbr-2x2g": (dict(groups=2, x2g=True, hybrid=True), []),
+    "mbr-bot-4g": (dict(groups=4, hybrid=True), []),
 }
 
 
 @pytest.mark.parametrize("arch", sorted(MBR_ARCHS))
-def test_mbr_layer4_architectures_match_the_official_forward(arch, tmp_path):
+def test_mbr_architectures_match_the_official_forward(arch, tmp_path):
     kwargs, overrides = MBR_ARCHS[arch]
     source = MbrOfficial(**kwargs)
     path = tmp_path / "best_mAP.pt"
@@ -487,9 +563,26 @@ def test_mbr_layer4_architectures_match_the_official_forward(arch, tmp_path):
     assert got.shape == expected.shape and diff < 1e-5
 
 
-def test_mbr_bot_branches_are_refused_with_the_reason(tmp_path):
+def test_mbr_position_table_names_follow_the_axes():
+    """The official rel_w runs along the map's rows: after the swap, a row-only table changes rows in both."""
+    from vreid.convert.mbr import branch_tensor
+    from vreid.models.branches import RelPosMHSA
+
+    official = OfficialMhsa(8, 4, heads=2)
+    ours = RelPosMHSA(8, (4, 4), heads=2)
+    state = dict(branch_tensor(f"0.conv2.0.{k}", v, "bot_stack") for k, v in official.state_dict().items())
+    ours.load_state_dict({k.removeprefix("0.mhsa."): v for k, v in state.items()})
+    x = torch.randn(2, 8, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), official(x), atol=1e-5)
+        ours.position = "paper"
+        assert not torch.allclose(ours(x), official(x), atol=1e-3)   # the transposed term is another model
+
+
+def test_mbr_attention_with_the_paper_position_term_is_refused(tmp_path):
     path = tmp_path / "mbr4b.pt"
-    torch.save(MbrOfficial(n_branches=2).state_dict(), path)
-    cfg = load_experiment("configs/mbr/archs/mbr-4b.yaml", [NARROW])
-    with pytest.raises(ConversionError, match="RelPosMHSA"):
+    torch.save(MbrOfficial(branches=("R50", "R50", "BoT", "BoT")).state_dict(), path)
+    cfg = load_experiment("configs/mbr/archs/mbr-4b.yaml", [NARROW, "data.height=64", "data.width=64"])
+    cfg.model.branches[2].options["position"] = "paper"
+    with pytest.raises(ConversionError, match="position"):
         convert_checkpoint("mbr", path, cfg, tmp_path / "run")

@@ -19,7 +19,7 @@ TINY = DataInfo(num_classes=6, num_cameras=4, num_viewpoints=8, height=32, width
 # embeddings x size on the tiny trunk (layer4 width 256) and at full size (ResNet-50-IBN-a, 2048), as documented
 LAYOUT = {"baseline": (1, 256, 2048), "r50-2b": (2, 256, 2048), "mbr-4b": (4, 256, 2048),
           "hybrid-4b": (4, 256, 2048), "mbr-4g": (4, 64, 512), "mbr-2g": (2, 128, 1024),
-          "mbr-2x2g": (4, 128, 1024), "mbr-bot-4g": (4, 64, 512)}
+          "mbr-2x2g": (4, 128, 1024), "mbr-r50-2x2g": (4, 128, 1024), "mbr-bot-4g": (4, 64, 512)}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster

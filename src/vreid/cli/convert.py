@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command(
         "convert",
         epilog="Example: vreid convert --from fastreid veri_sbs_R50-ibn.pth --config configs/sbs/veri776.yaml "
-               "model.non_local_reduction=1024 -o runs/fastreid-sbs-veri",
+               "-o runs/fastreid-sbs-veri",
     )
     def convert(
         checkpoint: str = typer.Argument(..., help="The source toolkit's checkpoint file (.pth)"),

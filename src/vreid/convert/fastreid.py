@@ -86,10 +86,12 @@ class FastReIDConverter:
         if any(non_local.values()):
             settings["model.non_local"] = [non_local[str(s)] for s in range(1, 5)]
             g = [v for k, v in state_dict.items() if _NON_LOCAL.fullmatch(k) and ".g.weight" in k]
-            # FastReID's Non_local keeps one inner channel (reduc_ratio // reduc_ratio); vreid's inner width is
-            # channels // reduction, so the widest stage's channels give the same width everywhere
-            reductions = {w.shape[1] // w.shape[0] for w in g}
-            settings["model.non_local_reduction"] = max(reductions) if reductions else 2
+            widths = {int(w.shape[0]) for w in g}
+            if len(widths) == 1:   # FastReID's Non_local: one inner channel in every block
+                settings["model.non_local_inner_channels"] = widths.pop()
+                settings["model.non_local_reduction"] = None
+            else:                  # widths that follow the stage: channels // reduction
+                settings["model.non_local_reduction"] = max(int(w.shape[1] // w.shape[0]) for w in g)
         return settings
 
     def preprocessing(self, state_dict: dict[str, torch.Tensor]) -> Preprocessing:

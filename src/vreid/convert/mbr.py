@@ -1,9 +1,14 @@
-"""Official MBR (videturfortuna/vehicle_reid_itsc2023, `MBR_model`) checkpoints -> vreid `mbr`, for the
-architectures whose branches are ResNet layer4s: Baseline, R50 2X / 4X (LBS or classical), 2G / 4G grouped, 2X2G.
+"""Official MBR (videturfortuna/vehicle_reid_itsc2023, `MBR_model`) checkpoints -> vreid `mbr`: Baseline, R50 and
+BoT 2X / 4X (LBS or classical: MBR-4B, Hybrid-4B), 2G / 4G grouped, 2X2G, and the hybrid conv + MHSA grouped
+layer4s (MBR_R50_4G, MBR_2x2G, MBR_2x4G, end_bot_g).
 
-Official layout: `modelup2L3.model.{0,1,4,5,6}` (IBN-Net stem, layer1..3), `modelL4.model.<b>` (branches),
+Official layout: `modelup2L3.model.{0,1,4,5,6}` (IBN-Net stem, layer1..3), `modelL4.model.<b>` (branches: layer4
+copies, or BoT stacks `<blk>.conv2.0` = MHSA, or grouped layer4s whose `conv2` holds `conv2` + `MHSA_<n>`),
 `finalblock.finalblocks.<k>` (a ClassBlock `add_block.0` BN + `classifier.0`, or a bare BN), `finalblock.LAI`.
 Embedding j of branch i uses block i + j (the official indexing; 2X2G shares block 1 between two embeddings).
+The MHSA position tables swap names: the official `rel_w` (1, heads, d, W, 1) runs along the map's rows, which is
+vreid's `rel_h` (heads, d, H, 1), and its `rel_h` along the columns (vreid's `rel_w`); vreid's RelPosMHSA with
+`position: official` computes the official logits q_i . k_j + r_i . q_j.
 """
 from __future__ import annotations
 
@@ -17,16 +22,41 @@ from vreid.methods import MethodConfig
 #: the official transforms normalise 0-1 RGB with 0.5 / 0.5 (nothing of it is saved in the checkpoint)
 MBR_MEAN = (0.5, 0.5, 0.5)
 MBR_STD = (0.5, 0.5, 0.5)
-#: vreid branch kinds with the official R50 / grouped layer4 layout
-SUPPORTED_BRANCHES = ("layer4", "grouped_layer4")
+#: vreid branch kinds with an official layout
+SUPPORTED_BRANCHES = ("layer4", "grouped_layer4", "bot_stack", "grouped_mhsa")
 
 _TRUNK_KEY = re.compile(r"modelup2L3\.model\.(\d)\.(.+)")
 #: IBN-Net resnet50_ibn_a children up to layer3: 2 is the ReLU, 3 the max-pool (no tensors)
 _TRUNK_PARTS = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3"}
 _BRANCH_KEY = re.compile(r"modelL4\.model\.(\d+)\.(.+)")
 _BLOCK_KEY = re.compile(r"finalblock\.finalblocks\.(\d+)\.(.+)")
-_ATTENTION = re.compile(r"\d+\.conv2\.(?:\d+|MHSA_\d)\.")  # BoT stacks and hybrid MHSA convs
+_BOT_MHSA = re.compile(r"(\d+)\.conv2\.0\.(.+)")               # a BoT block's MHSA
+_HYBRID_CONV = re.compile(r"(\d+)\.conv2\.conv2\.(.+)")           # the conv half of a hybrid 3x3 stage
+_HYBRID_MHSA = re.compile(r"(\d+)\.conv2\.MHSA_(\d+)\.(.+)")     # its MHSA parts, numbered from 1
+#: the official table name -> vreid's, for the same axis of the map
+_POSITION_TABLES = {"rel_w": "rel_h", "rel_h": "rel_w"}
 _LAI = "finalblock.LAI"
+
+
+def _position_table(name: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """An official MHSA tensor name and value -> vreid's (position tables renamed and stripped of the batch dim)."""
+    if name in _POSITION_TABLES:
+        return _POSITION_TABLES[name], value.reshape(value.shape[1:])
+    return name, value
+
+
+def branch_tensor(rest: str, value: torch.Tensor, kind: str) -> tuple[str, torch.Tensor]:
+    """One tensor of an official branch (key after `modelL4.model.<b>.`) -> its key and value in vreid's branch."""
+    if kind == "bot_stack" and (m := _BOT_MHSA.fullmatch(rest)):
+        name, value = _position_table(m.group(2), value)
+        return f"{m.group(1)}.mhsa.{name}", value
+    if kind == "grouped_mhsa":
+        if m := _HYBRID_CONV.fullmatch(rest):
+            return f"{m.group(1)}.conv2.conv.{m.group(2)}", value
+        if m := _HYBRID_MHSA.fullmatch(rest):
+            name, value = _position_table(m.group(3), value)
+            return f"{m.group(1)}.conv2.attention.{int(m.group(2)) - 1}.{name}", value
+    return rest, value
 
 
 def _block_norm(block: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
@@ -64,12 +94,14 @@ class MbrConverter:
             raise ConversionError(f"an official MBR checkpoint fills vreid's mbr method, not model.name={cfg.name}; "
                                   "use configs/mbr/*.yaml")
         kinds = [spec.kind for spec in cfg.branches]
-        if any(k not in SUPPORTED_BRANCHES for k in kinds) or any(_ATTENTION.match(k.split(".", 3)[-1])
-                                                                  for k in state_dict if _BRANCH_KEY.fullmatch(k)):
-            raise ConversionError(
-                "BoT / hybrid MHSA branches cannot be converted: the official MHSA adds r_i . q_j (its position "
-                "term is matmul(r^T, q)), vreid's RelPosMHSA q_i . r_j, so the embeddings would differ; supported "
-                f"are branches of kind {', '.join(SUPPORTED_BRANCHES)} (config has {', '.join(kinds)})")
+        if any(k not in SUPPORTED_BRANCHES for k in kinds):
+            raise ConversionError(f"branch kinds {', '.join(kinds)}: the official code has layouts for "
+                                  f"{', '.join(SUPPORTED_BRANCHES)} only")
+        other = [f"model.branches[{i}].options.position={spec.options['position']}"
+                 for i, spec in enumerate(cfg.branches) if spec.options.get("position", "official") != "official"]
+        if other:
+            raise ConversionError(f"{', '.join(other)}: the official MHSA computes r_i . q_j (position: official); "
+                                  "drop the option to convert")
         prefixes = [f"branches.{i}." + ("branch." if spec.options.get("input_roll") else "")
                     for i, spec in enumerate(cfg.branches)]
         out: dict[str, torch.Tensor] = {}
@@ -80,7 +112,9 @@ class MbrConverter:
             if trunk and trunk.group(1) in _TRUNK_PARTS:
                 out[f"backbone.{_TRUNK_PARTS[trunk.group(1)]}.{trunk.group(2)}"] = value
             elif branch and int(branch.group(1)) < len(prefixes):
-                out[prefixes[int(branch.group(1))] + branch.group(2)] = value
+                b = int(branch.group(1))
+                rest, value = branch_tensor(branch.group(2), value, kinds[b])
+                out[prefixes[b] + rest] = value
             elif block:
                 blocks.setdefault(int(block.group(1)), {})[block.group(2)] = value
             elif key == _LAI and value.shape[0] == len(prefixes):

@@ -17,19 +17,22 @@ class FreezeModules(Hook):
     """Modules named in `names` (attribute paths of the method, e.g. "backbone.layer1") are frozen for the
     first `epochs` epochs or the first `steps` optimizer steps (give one), trainable afterwards.
 
-    Frozen parameters keep requires_grad=False, so they get no gradient and the optimizer leaves them alone;
-    BatchNorm statistics stay frozen with them.
+    Frozen parameters keep requires_grad=False, so they get no gradient and the optimizer leaves them alone.
+    With `freeze_bn_stats` (the default, as FastReID's layer freeze does) the frozen modules also run in eval
+    mode, so their BatchNorm running statistics stay fixed; without it they keep updating (the official MBR
+    code's trunk freeze, which only sets requires_grad).
     """
 
     priority = 10
 
     def __init__(self, method: nn.Module, names: Sequence[str], epochs: int | None = None,
-                 steps: int | None = None) -> None:
+                 steps: int | None = None, freeze_bn_stats: bool = True) -> None:
         if (epochs is None) == (steps is None):
             raise ValueError("FreezeModules needs exactly one of epochs and steps")
         self.modules = [method.get_submodule(n) for n in names]
         self.unit: Literal["epochs", "steps"] = "epochs" if steps is None else "steps"
         self.length = int(epochs if steps is None else steps)
+        self.freeze_bn_stats = freeze_bn_stats
         self._frozen: bool | None = None  # what the modules were last set to (None: not yet)
 
     @property
@@ -56,6 +59,6 @@ class FreezeModules(Hook):
         frozen = self._frozen_at(trainer)
         if frozen != self._frozen:  # step-valued freezes end mid-epoch; a run resumed mid-epoch has no before_epoch
             self._set_frozen(frozen)
-        if frozen:
+        if frozen and self.freeze_bn_stats:
             for m in self.modules:
                 m.eval()  # keep BN running statistics of the frozen part fixed

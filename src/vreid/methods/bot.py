@@ -2,7 +2,8 @@
 
 Backbone (ResNet-IBN-a, last stride 1) -> pooling -> BNNeck -> bias-free classifier.
 Losses: label-smoothed cross entropy on the classifier logits, batch-hard triplet on the pre-BN feature
-(hard or soft margin), optional center loss. Retrieval uses the post-BN feature.
+(hard or soft margin), optional center loss. Retrieval uses the post-BN feature, L2-normalised as BoT ranks it
+(its TEST.FEAT_NORM: yes; FastReID's cosine metric ranks the same way); `normalize_embedding: false` keeps it raw.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vreid.config.loader import choices
@@ -47,6 +49,8 @@ class BotConfig(MethodConfig):
     center_weight: float = 0.0
     center_lr: float = 0.5
     neck_feat: Literal["after", "before"] = "after"
+    #: L2-normalise the retrieval feature (BoT's TEST.FEAT_NORM); false = un-normalised Euclidean ranking
+    normalize_embedding: bool = True
 
 
 class CenterGradRescale(Hook):
@@ -103,7 +107,8 @@ class BagOfTricks(ReidMethod):
     @torch.no_grad()
     def embed(self, images, camera_ids=None, viewpoints=None) -> torch.Tensor:
         pooled, bn = self.features(images)
-        return bn if self.cfg.neck_feat == "after" else pooled
+        feat = bn if self.cfg.neck_feat == "after" else pooled
+        return F.normalize(feat, dim=1) if self.cfg.normalize_embedding else feat
 
     def hooks(self) -> list[Hook]:
         return [CenterGradRescale(self.center.centers, self.cfg.center_weight)] if self.center is not None else []

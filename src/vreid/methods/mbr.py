@@ -28,7 +28,7 @@ from vreid.engine.hooks import Hook
 from vreid.losses import CrossEntropyLabelSmooth, TripletLoss
 from vreid.methods.base import METADATA_FIELDS, METHODS, Batch, DataInfo, MetadataNeed, MethodConfig, ReidMethod
 from vreid.models.backbones.config import BackboneConfig, build_backbone
-from vreid.models.branches import accepted_kinds, build_branch, current_kind, trunk_info
+from vreid.models.branches import accepted_kinds, build_branch, builder_defaults, current_kind, trunk_info
 from vreid.models.layers import BNNeck, LinearClassifier, make_pool
 from vreid.models.side_info import rows_for_ids
 
@@ -69,6 +69,8 @@ class BranchSpec:
 
     def validate(self) -> None:
         self.kind = current_kind(self.kind)  # an old name warns and becomes the new one in the saved config
+        # the builder's defaults written out, so a saved config still builds this model if a default changes
+        self.options = {**builder_defaults(self.kind), **self.options}
 
 
 def _mbr_4b() -> list[BranchSpec]:
@@ -94,8 +96,10 @@ class MbrConfig(MethodConfig):
     #: table sizes; None = from the data (DataInfo.num_cameras, num_viewpoints).
     metadata_cameras: int | None = None
     metadata_viewpoints: int | None = None
-    #: the trunk (stem..layer3) is frozen, BN statistics included, for this many first epochs.
+    #: the trunk (stem..layer3) gets no gradient for this many first epochs (official `epoch_freeze_L1toL3` - 1).
     freeze_trunk_epochs: int = 0
+    #: also hold the frozen trunk's BatchNorm statistics; off as in the official code, where they keep updating.
+    freeze_trunk_bn_stats: bool = False
 
     def required_metadata(self) -> list[MetadataNeed]:
         """Camera and/or viewpoint, as `metadata` names them; without one, the rest of the mode (or none)."""
@@ -237,5 +241,6 @@ class MultiBranchReid(ReidMethod):
 
     def hooks(self) -> list[Hook]:
         if self.cfg.freeze_trunk_epochs > 0:
-            return [FreezeModules(self, ["backbone"], self.cfg.freeze_trunk_epochs)]
+            return [FreezeModules(self, ["backbone"], self.cfg.freeze_trunk_epochs,
+                                  freeze_bn_stats=self.cfg.freeze_trunk_bn_stats)]
         return []

@@ -52,6 +52,9 @@ class UslConfig(MethodConfig):
     sampling: Literal["anchor", "partition"] = "anchor"
     resample_every: int = 3
     cotrain: Literal["derangement", "own"] = "derangement"
+    #: with B > 1: "union" = each backbone trains on every image its learned labels keep (the paper); "intersection"
+    #: = only on images that every backbone's labels keep (far fewer images in early epochs: docs/methods/usl.md)
+    cotrain_images: Literal["union", "intersection"] = "union"
 
     def validate(self) -> None:
         if not self.backbones:
@@ -113,6 +116,10 @@ class UnsupervisedReid(ReidMethod):
                                    "clusters) or call set_pseudo_labels first")
             y = self.assigned[b][batch["indices"].to(self.assigned[b].device)]
             keep = y >= 0
+            if not keep.any():   # under "union" a batch may hold no image this backbone's labels keep
+                zero = outputs[f"feat{b}"].sum() * 0.0
+                out.update({f"proxy{b}": zero, f"hard{b}": zero})
+                continue
             f = outputs[f"feat{b}"][keep].float()
             y = y[keep]
             if cfg.proxy_weight > 0:

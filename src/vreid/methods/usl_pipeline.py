@@ -24,15 +24,17 @@ if TYPE_CHECKING:
 
 console = Console(stderr=True)
 CSV_FIELDS = ["epoch", "backbone", "eps", "images", "clusters", "outliers", "purity", "true_ids", "learns_from",
-              "trained_images", "trained_classes"]
+              "trained_images", "loader_images", "trained_classes"]
 
 
-def joint_labels(assigned: list[np.ndarray]) -> np.ndarray:
-    """One class per combination of the backbones' assigned labels (-1 where any is -1), so every P x K batch
-    is consistent under each backbone's own labels."""
+def joint_labels(assigned: list[np.ndarray], images: str = "union") -> np.ndarray:
+    """One class per combination of the backbones' assigned labels, so every P x K batch is consistent under each
+    backbone's own labels. "union" (the paper: each backbone trains on the inliers of the labels it learns from)
+    keeps an image some backbone has a label for, -1 counting as a value of the combination; the backbones without
+    a label for it leave it out of their losses. "intersection" keeps only images every backbone has a label for."""
     stack = np.stack(assigned, 1)
     out = np.full(len(stack), -1, np.int64)
-    keep = (stack >= 0).all(1)
+    keep = (stack >= 0).any(1) if images == "union" else (stack >= 0).all(1)
     if keep.any():
         out[keep] = np.unique(stack[keep], axis=0, return_inverse=True)[1].reshape(-1)
     return out
@@ -91,7 +93,7 @@ class UslPipelineHook(Hook):
                 full = np.full(len(trainer.dataset.train), -1, np.int64)
                 full[subset] = labels[perm[b]]
                 assigned.append(full)
-            joint = joint_labels(assigned)
+            joint = joint_labels(assigned, cfg.cotrain_images)
             if joint.max() + 1 >= need or eps >= 0.95:
                 break
             eps = round(eps + 0.05, 4)
@@ -106,12 +108,12 @@ class UslPipelineHook(Hook):
             m.set_pseudo_labels(b, assigned[b], feats[b], subset)
         trainer.set_train_labels(joint.tolist())
         true_ids = np.array([trainer.dataset.train[i].vehicle_id for i in subset])
-        trained = int((joint >= 0).sum())
+        in_loader = joint >= 0
         for b in range(len(models)):
             stats = cluster_stats(labels[b], true_ids)
             self.rows.append({"epoch": t, "backbone": b, "eps": round(eps, 4), **stats.as_row(),
-                              "learns_from": int(perm[b]), "trained_images": trained,
-                              "trained_classes": int(joint.max() + 1)})
+                              "learns_from": int(perm[b]), "trained_images": int((in_loader & (assigned[b] >= 0)).sum()),
+                              "loader_images": int(in_loader.sum()), "trained_classes": int(joint.max() + 1)})
         if trainer.dist.is_main:
             self._write_csv(trainer)
 

@@ -3,6 +3,10 @@
 `insert_non_local(backbone, [0, 2, 3, 0])` puts 2 blocks after the last 2 residual blocks of layer2 and 3 after
 the last 3 of layer3 (the ResNet-50 layout of FastReID's stronger baseline). The residual blocks keep their
 state-dict names (``layer2.3.conv1.weight``), so ImageNet weights load before or after the insertion.
+
+Inner width: FastReID's `Non_local` computes `reduc_ratio // reduc_ratio`, i.e. one inner channel whatever the
+stage width (28.7K parameters for the R50 layout); that is the default here, so its checkpoints load and train
+the same. `reduction=2` gives Wang et al.'s channels / 2 instead (7.36M parameters for the same layout).
 """
 from __future__ import annotations
 
@@ -19,9 +23,10 @@ class NonLocalBlock(nn.Module):
     disturb pretrained features.
     """
 
-    def __init__(self, channels: int, reduction: int = 2) -> None:
+    def __init__(self, channels: int, inner: int = 1) -> None:
         super().__init__()
-        inner = max(channels // reduction, 1)
+        if inner < 1:
+            raise ValueError(f"a non-local block needs >= 1 inner channel, got {inner}")
         self.theta = nn.Conv2d(channels, inner, 1)
         self.phi = nn.Conv2d(channels, inner, 1)
         self.g = nn.Conv2d(channels, inner, 1)
@@ -42,12 +47,12 @@ class NonLocalBlock(nn.Module):
 class NonLocalStage(nn.Module):
     """A residual stage whose blocks keep their names ("0", "1", ...) with non-local blocks run after some."""
 
-    def __init__(self, stage: nn.Sequential, after: Sequence[int], channels: int, reduction: int = 2) -> None:
+    def __init__(self, stage: nn.Sequential, after: Sequence[int], channels: int, inner: int = 1) -> None:
         super().__init__()
         self.num_blocks = len(stage)
         for i, block in enumerate(stage):
             self.add_module(str(i), block)
-        self.non_local = nn.ModuleDict({str(i): NonLocalBlock(channels, reduction) for i in sorted(after)})
+        self.non_local = nn.ModuleDict({str(i): NonLocalBlock(channels, inner) for i in sorted(after)})
 
     def __len__(self) -> int:
         return self.num_blocks
@@ -68,8 +73,15 @@ def _stage_channels(stage: nn.Sequential) -> int:
     return [m for m in stage[len(stage) - 1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
 
 
-def insert_non_local(backbone: nn.Module, blocks_per_stage: Sequence[int], reduction: int = 2) -> nn.Module:
-    """Add non-local blocks after the last `n` residual blocks of each stage ``layer1..layerN`` (in place)."""
+def inner_width(channels: int, inner_channels: int = 1, reduction: int | None = None) -> int:
+    """A block's inner width: channels // reduction where a reduction is given, else `inner_channels`."""
+    return max(channels // reduction, 1) if reduction else inner_channels
+
+
+def insert_non_local(backbone: nn.Module, blocks_per_stage: Sequence[int], inner_channels: int = 1,
+                     reduction: int | None = None) -> nn.Module:
+    """Add non-local blocks after the last `n` residual blocks of each stage ``layer1..layerN`` (in place), each
+    `inner_width(channels, inner_channels, reduction)` wide inside."""
     for idx, n in enumerate(blocks_per_stage):
         if n <= 0:
             continue
@@ -81,5 +93,6 @@ def insert_non_local(backbone: nn.Module, blocks_per_stage: Sequence[int], reduc
         if n > len(stage):
             raise ValueError(f"non_local: {n} blocks asked for {name}, which has only {len(stage)} residual blocks")
         after = [len(stage) - 1 - j for j in range(n)]
-        setattr(backbone, name, NonLocalStage(stage, after, _stage_channels(stage), reduction))
+        channels = _stage_channels(stage)
+        setattr(backbone, name, NonLocalStage(stage, after, channels, inner_width(channels, inner_channels, reduction)))
     return backbone

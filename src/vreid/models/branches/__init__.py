@@ -10,8 +10,10 @@ from vreid.models.branches.grouped import grouped_copy
 from vreid.models.branches.hybrid import SplitMixer, hybrid_copy
 from vreid.models.branches.layer4 import copy_layer4, set_first_stride
 from vreid.models.branches.registry import (
-    BRANCHES, RENAMED_KINDS, ChannelRoll, TrunkInfo, accepted_kinds, build_branch, current_kind, trunk_info,
+    BRANCHES, RENAMED_KINDS, ChannelRoll, TrunkInfo, accepted_kinds, build_branch, builder_defaults, current_kind,
+    trunk_info,
 )
 
-__all__ = ["BRANCHES", "RENAMED_KINDS", "accepted_kinds", "current_kind", "TrunkInfo", "trunk_info", "build_branch", "ChannelRoll", "copy_layer4", "set_first_stride",
-           "grouped_copy", "RelPosMHSA", "BoTBlock", "BoTStack", "SplitMixer", "hybrid_copy"]
+__all__ = ["BRANCHES", "RENAMED_KINDS", "accepted_kinds", "current_kind", "TrunkInfo", "trunk_info", "build_branch",
+           "builder_defaults", "ChannelRoll", "copy_layer4", "set_first_stride", "grouped_copy", "RelPosMHSA",
+           "BoTBlock", "BoTStack", "SplitMixer", "hybrid_copy"]

@@ -5,6 +5,8 @@ embeddings factorised into a row part and a column part (BoTNet's "relative" 2-D
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,19 +14,29 @@ from torch import nn
 from vreid.models.branches.registry import BRANCHES, TrunkInfo
 
 
+#: where the position embedding r enters the logits of query i and key j:
+#: "official": r_i . q_j, as the official MBR code (and the BoTNet port it copies) computes it, matmul(r^T, q);
+#: "paper": q_i . r_j, BoTNet's q r^T as the paper writes it.
+PositionTerm = Literal["official", "paper"]
+
+
 class RelPosMHSA(nn.Module):
-    """Self-attention on a (B, C, H, W) map; logits[i, j] = q_i . k_j + q_i . r_j with r = r_h + r_w.
+    """Self-attention on a (B, C, H, W) map; logits[i, j] = q_i . k_j + (r_i . q_j or q_i . r_j), r = r_h + r_w.
 
     q, k, v are 1x1 convs with bias; r_h (heads, d, H, 1) and r_w (heads, d, 1, W) are N(0, 1) at init. As in the
-    official MBR code the logits are not scaled by 1/sqrt(d) unless `scaled`. A map of another size than
-    `resolution` gets the position tables resized (bilinear), so evaluation at other image sizes still runs.
+    official MBR code the logits are not scaled by 1/sqrt(d) unless `scaled`, and the position term is r_i . q_j
+    unless `position="paper"` (see `PositionTerm`). A map of another size than `resolution` gets the position
+    tables resized (bilinear), so evaluation at other image sizes still runs.
     """
 
-    def __init__(self, channels: int, resolution: tuple[int, int], heads: int = 4, scaled: bool = False) -> None:
+    def __init__(self, channels: int, resolution: tuple[int, int], heads: int = 4, scaled: bool = False,
+                 position: PositionTerm = "official") -> None:
         super().__init__()
         if channels % heads:
             raise ValueError(f"{channels} channels do not split into {heads} heads")
-        self.heads, self.head_dim, self.scaled = heads, channels // heads, scaled
+        if position not in ("official", "paper"):
+            raise ValueError(f"position must be 'official' or 'paper', got {position!r}")
+        self.heads, self.head_dim, self.scaled, self.position = heads, channels // heads, scaled, position
         self.query = nn.Conv2d(channels, channels, 1)
         self.key = nn.Conv2d(channels, channels, 1)
         self.value = nn.Conv2d(channels, channels, 1)
@@ -47,8 +59,11 @@ class RelPosMHSA(nn.Module):
         b, c, h, w = x.shape
         shape = (b, self.heads, self.head_dim, h * w)
         q, k, v = (proj(x).view(shape) for proj in (self.query, self.key, self.value))
-        keys = k + self.positions(h, w).to(k.dtype)[None]  # q.k + q.r in one product
-        logits = torch.einsum("bndi,bndj->bnij", q, keys)
+        r = self.positions(h, w).to(k.dtype)
+        if self.position == "paper":
+            logits = torch.einsum("bndi,bndj->bnij", q, k + r[None])  # q.k + q.r in one product
+        else:
+            logits = torch.einsum("bndi,bndj->bnij", q, k) + torch.einsum("ndi,bndj->bnij", r, q)
         if self.scaled:
             logits = logits * self.head_dim ** -0.5
         attn = logits.softmax(dim=-1)
@@ -56,25 +71,29 @@ class RelPosMHSA(nn.Module):
         return out.reshape(b, c, h, w)
 
     def extra_repr(self) -> str:
-        return f"heads={self.heads}, head_dim={self.head_dim}, resolution=({self.rel_h.shape[2]}, {self.rel_w.shape[3]})"
+        return (f"heads={self.heads}, head_dim={self.head_dim}, resolution=({self.rel_h.shape[2]}, "
+                f"{self.rel_w.shape[3]}), position={self.position}")
 
 
 class BoTBlock(nn.Module):
-    """Bottleneck with MHSA for the 3x3 conv: 1x1 -> BN-ReLU -> MHSA -> BN-ReLU -> 1x1 -> BN, + shortcut, ReLU."""
+    """Bottleneck with MHSA for the 3x3 conv: 1x1 -> BN-ReLU -> MHSA -> BN-ReLU -> 1x1 -> BN, + shortcut, ReLU.
+
+    The shortcut's 1x1 conv has a bias, as in the official MBR code (`shortcut_bias=False` drops it)."""
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, resolution: tuple[int, int],
-                 heads: int = 4, scaled: bool = False) -> None:
+                 heads: int = 4, scaled: bool = False, position: PositionTerm = "official",
+                 shortcut_bias: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, mid_channels, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(mid_channels)
-        self.mhsa = RelPosMHSA(mid_channels, resolution, heads, scaled)
+        self.mhsa = RelPosMHSA(mid_channels, resolution, heads, scaled, position)
         self.bn2 = nn.BatchNorm2d(mid_channels)
         self.conv3 = nn.Conv2d(mid_channels, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = None
         if in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=shortcut_bias),
                                           nn.BatchNorm2d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,20 +109,22 @@ class BoTStack(nn.Sequential):
     num_embeddings = 1
 
     def __init__(self, in_channels: int, out_channels: int, resolution: tuple[int, int], blocks: int = 3,
-                 heads: int = 4, mid_channels: int | None = None, scaled: bool = False) -> None:
+                 heads: int = 4, mid_channels: int | None = None, scaled: bool = False,
+                 position: PositionTerm = "official", shortcut_bias: bool = True) -> None:
         mid = mid_channels or out_channels // 4
         super().__init__(*[BoTBlock(in_channels if i == 0 else out_channels, mid, out_channels, resolution,
-                                    heads, scaled) for i in range(blocks)])
+                                    heads, scaled, position, shortcut_bias) for i in range(blocks)])
         self.out_channels = out_channels
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.bias is None:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for block in self:  # the blocks' own 1x1 convs (not the MHSA projections): He init (vreid's choice)
+            for conv in (block.conv1, block.conv3, *(block.shortcut or [])[:1]):
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
 
 def bot_branch(trunk: TrunkInfo, blocks: int = 3, heads: int = 4, mid_channels: int | None = None,
-               scaled: bool = False) -> BoTStack:
+               scaled: bool = False, position: PositionTerm = "official", shortcut_bias: bool = True) -> BoTStack:
     """BoT branch of MBR: for ResNet-50, 1024 -> 2048 channels, 512 mid, 4 heads, at the layer3 resolution."""
-    return BoTStack(trunk.in_channels, trunk.out_channels, trunk.resolution, blocks, heads, mid_channels, scaled)
+    return BoTStack(trunk.in_channels, trunk.out_channels, trunk.resolution, blocks, heads, mid_channels, scaled,
+                    position, shortcut_bias)
 
 
 BRANCHES.register("bot_stack")(bot_branch)

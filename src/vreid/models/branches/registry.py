@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -33,6 +34,14 @@ def current_kind(kind: str) -> str:
 def accepted_kinds() -> list[str]:
     """The kinds a config may name: the registered ones and, for now, the renamed old ones."""
     return [*BRANCHES.names(), *RENAMED_KINDS]
+
+
+def builder_defaults(kind: str) -> dict[str, Any]:
+    """The keyword defaults of branch `kind`'s builder ({} for a name that is not registered)."""
+    if kind not in BRANCHES.names():
+        return {}
+    params = inspect.signature(BRANCHES.get(kind)).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 @dataclass
