@@ -22,6 +22,16 @@ def test_warmup_multistep_values():
     assert f(40) == pytest.approx(0.1) and f(70) == pytest.approx(0.01)
 
 
+def test_warmup_multistep_hold_reproduces_the_official_mbr_timing():
+    """Official MBR: base lr while the trunk is frozen (9 epochs, no scheduler), then warmup from 0 over 10
+    epochs and milestones [40, 70, 100] counted from there."""
+    f = build_schedule(ScheduleConfig(name="warmup_multistep", epochs=130, warmup_epochs=10, warmup_factor=0.0,
+                                      milestones=[40, 70, 100], hold_epochs=9))
+    assert f(0) == f(8.9) == 1.0
+    assert f(9) == pytest.approx(0.0) and f(14) == pytest.approx(0.5) and f(19) == pytest.approx(1.0)
+    assert f(48.9) == pytest.approx(1.0) and f(49) == pytest.approx(0.1) and f(109) == pytest.approx(0.001)
+
+
 def test_warmup_cosine_values():
     f = build_schedule(ScheduleConfig(name="warmup_cosine", epochs=20, warmup_epochs=2, delay_epochs=4,
                                       warmup_factor=0.1, min_lr_factor=0.0))

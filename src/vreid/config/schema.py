@@ -107,6 +107,9 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=lambda: [40, 70])
     gamma: float = field(default=0.1, metadata=bounds(max=1.0, above=0))
     delay_epochs: int = field(default=0, metadata=bounds(0))
+    #: warmup_multistep: the base lr for this many first epochs, then the schedule from scratch (the official MBR
+    #: timing: no scheduler while the trunk is frozen, then warmup, milestones counted from there)
+    hold_epochs: int = field(default=0, metadata=bounds(0))
     min_lr_factor: float = field(default=0.0, metadata=bounds(0, 1))
 
     def validate(self) -> None:

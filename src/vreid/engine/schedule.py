@@ -13,7 +13,7 @@ from vreid.registry import Registry
 SCHEDULES: Registry[Callable[[ScheduleConfig], Callable[[float], float]]] = Registry("schedule")
 
 #: Keys only some schedules read, with their "off" values.
-OPTIONAL_KEYS = {"delay_epochs": 0, "min_lr_factor": 0.0}
+OPTIONAL_KEYS = {"delay_epochs": 0, "hold_epochs": 0, "min_lr_factor": 0.0}
 
 
 def ignored_keys(cfg: ScheduleConfig) -> list[str]:
@@ -30,11 +30,15 @@ def _warmup(cfg: ScheduleConfig, progress: float) -> float | None:
     return None
 
 
-@SCHEDULES.register("warmup_multistep")
+@SCHEDULES.register("warmup_multistep", uses=("hold_epochs",))
 def warmup_multistep(cfg: ScheduleConfig) -> Callable[[float], float]:
+    """Warmup, then x gamma at each milestone; with `hold_epochs`, the base lr first and all of it shifted by them."""
     milestones = sorted(cfg.milestones)
 
     def factor(progress: float) -> float:
+        if progress < cfg.hold_epochs:
+            return 1.0
+        progress -= cfg.hold_epochs
         decay = cfg.gamma ** bisect.bisect_right(milestones, math.floor(progress))
         warm = _warmup(cfg, progress)
         return decay * (warm if warm is not None else 1.0)
