@@ -4,9 +4,13 @@ sparse: faiss kNN (exact flat, or IVF for large N), `vreid.rerank.sparse_rerank_
 weighted Jaccard), `vreid.unsup.sparse_dbscan`. dense: what cluster-contrast-style code does: an N x N
 weight matrix V and an N x N Jaccard distance matrix, then scikit-learn DBSCAN(metric="precomputed") on it;
 it is skipped (with its memory need printed) where two N x N float32 arrays exceed --max-dense-gb.
-Each (method, N) runs in its own process so that ru_maxrss is that run's peak.
+Each (method, N, k) runs in its own process so that ru_maxrss is that run's peak. The sparse re-ranking works
+in row blocks bounded by `vreid.rerank.sparse_knn.COMPARE_BUDGET` (b x k^3 compared entries); `--block ROWS`
+forces a fixed block instead, to see what an unbounded block costs.
 
     python benchmarks/cluster_scale.py --sizes 10000,100000,277797 --dense-sizes 10000,20000
+    python benchmarks/cluster_scale.py --sizes 100000 --dense-sizes "" --k 30,50
+    python benchmarks/cluster_scale.py --sizes 100000 --dense-sizes "" --k 50 --block 4096
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ def knn_options(n: int) -> dict:
     return {"index": "ivf", "nlist": int(4 * np.sqrt(n)), "nprobe": 16}
 
 
-def run_sparse(x: torch.Tensor, k: int, eps: float) -> dict:
+def run_sparse(x: torch.Tensor, k: int, eps: float, block: int | None = None) -> dict:
     from vreid.rerank import knn, sparse_rerank_graph
     from vreid.unsup import drop_small_clusters, sparse_dbscan
 
@@ -45,7 +49,7 @@ def run_sparse(x: torch.Tensor, k: int, eps: float) -> dict:
     knn(x, k, "faiss", with_row_max=False, **knn_options(n))         # timed alone, for the breakdown
     t_knn = time.perf_counter() - t0
     t1 = time.perf_counter()
-    r, idx = sparse_rerank_graph(x, k=k, knn_backend="faiss", knn_options=knn_options(n))
+    r, idx = sparse_rerank_graph(x, k=k, knn_backend="faiss", block=block, knn_options=knn_options(n))
     t_graph = time.perf_counter() - t1
     t2 = time.perf_counter()
     labels = drop_small_clusters(sparse_dbscan(r, idx, eps, 4), 4)
@@ -89,13 +93,15 @@ def run_dense(x: torch.Tensor, k: int, eps: float) -> dict:
             "outliers": int((labels < 0).sum())}
 
 
-def one(method: str, n: int, k: int, eps: float, dim: int) -> dict:
+def one(method: str, n: int, k: int, eps: float, dim: int, block: int | None = None) -> dict:
+    from vreid.rerank.sparse_knn import COMPARE_BUDGET
+
     torch.set_num_threads(2)
     x = features(n, dim)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    out = (run_sparse if method == "sparse" else run_dense)(x, k, eps)
+    out = run_sparse(x, k, eps, block) if method == "sparse" else run_dense(x, k, eps)
     out.update(method=method, n=n, k=k, peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-               inputs_gb=base)
+               inputs_gb=base, block=(block or max(1, COMPARE_BUDGET // k ** 3)) if method == "sparse" else None)
     return out
 
 
@@ -103,32 +109,37 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="10000,100000,277797")
     p.add_argument("--dense-sizes", default="10000,20000")
-    p.add_argument("--k", type=int, default=30)
+    p.add_argument("--k", default="30", help="comma-separated neighbour counts")
+    p.add_argument("--block", type=int, default=None, help="rows per re-ranking block (default: the budget's)")
     p.add_argument("--eps", type=float, default=0.6)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--max-dense-gb", type=float, default=20.0)
     p.add_argument("--one", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print(json.dumps(one(args.one[0], int(args.one[1]), args.k, args.eps, args.dim)))
+        print(json.dumps(one(args.one[0], int(args.one[1]), int(args.k), args.eps, args.dim, args.block)))
         return
-    jobs = [("sparse", int(n)) for n in args.sizes.split(",") if n] + \
-           [("dense", int(n)) for n in args.dense_sizes.split(",") if n]
-    print("| method | N | kNN (s) | re-ranking (s) | DBSCAN (s) | total (s) | peak RSS (GB) | clusters | outliers |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for method, n in jobs:
+    ks = [int(k) for k in args.k.split(",") if k]
+    jobs = [("sparse", int(n), k) for n in args.sizes.split(",") if n for k in ks] + \
+           [("dense", int(n), k) for n in args.dense_sizes.split(",") if n for k in ks]
+    print("| method | N | k | block rows | kNN (s) | re-ranking (s) | DBSCAN (s) | total (s) | peak RSS (GB) | clusters "
+          "| outliers |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for method, n, k in jobs:
         need = 2 * n * n * 4 / 2**30
         if method == "dense" and need > args.max_dense_gb:
-            print(f"| dense | {n:,} | | | | not run: 2 N^2 float32 = {need:,.0f} GB | | | |", flush=True)
+            print(f"| dense | {n:,} | {k} | | | | | not run: 2 N^2 float32 = {need:,.0f} GB | | | |", flush=True)
             continue
-        proc = subprocess.run([sys.executable, __file__, "--one", method, str(n), "--k", str(args.k),
-                               "--eps", str(args.eps), "--dim", str(args.dim)], capture_output=True, text=True)
+        cmd = [sys.executable, __file__, "--one", method, str(n), "--k", str(k), "--eps", str(args.eps),
+               "--dim", str(args.dim)] + (["--block", str(args.block)] if args.block else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            print(f"| {method} | {n:,} | failed: {proc.stderr.strip().splitlines()[-1][:80]} |", flush=True)
+            print(f"| {method} | {n:,} | {k} | failed: {proc.stderr.strip().splitlines()[-1][:80]} |", flush=True)
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"| {method} | {n:,} | {r.get('knn_s', float('nan')):.1f} | {r['rerank_s']:.1f} | {r['dbscan_s']:.1f} "
-              f"| {r['total_s']:.1f} | {r['peak_gb']:.2f} | {r['clusters']:,} | {r['outliers']:,} |", flush=True)
+        print(f"| {method} | {n:,} | {k} | {r['block'] or '-'} | {r.get('knn_s', float('nan')):.1f} "
+              f"| {r['rerank_s']:.1f} | {r['dbscan_s']:.1f} | {r['total_s']:.1f} | {r['peak_gb']:.2f} "
+              f"| {r['clusters']:,} | {r['outliers']:,} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def budget_overrides(args: argparse.Namespace, data_root: Path, out: Path) -> li
     """The settings every row shares: same split, images, batch shape, epochs, seed."""
     return [f"data.root={data_root}", f"output_dir={out}", f"seed={args.seed}", f"schedule.epochs={args.epochs}",
             f"data.height={args.size}", f"data.width={args.size}", f"data.ids_per_batch={args.p}",
-            f"data.images_per_id={args.k}", "train.eval_every_epochs=0", "train.progress=false"]
+            f"data.images_per_id={args.k}", "train.eval_every_epochs=0", "train.progress=false",
+            "eval.metrics=[map,cmc,minp,cgm]"]
 
 
 #: One row trains at a time on this machine, so rows started together do not slow each other down.

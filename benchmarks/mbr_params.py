@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["baseline", "r50-2b", "mbr-4b", "hybrid-4b", "mbr-4g", "mbr-2g", "mbr-2x2g", "mbr-bot-4g"]
+ORDER = ["baseline", "r50-2b", "mbr-4b", "hybrid-4b", "mbr-4g", "mbr-2g", "mbr-2x2g", "mbr-r50-2x2g", "mbr-bot-4g"]
 
 
 def count(module: torch.nn.Module) -> int:

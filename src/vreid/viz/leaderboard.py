@@ -48,17 +48,19 @@ def write_results_md(path: Path, rows: dict[tuple[str, str], Row]) -> None:
         "Every row: trained by `benchmarks/leaderboard.py` on the same synthetic split, with the same image size,",
         "batch shape (P x K), epochs and seed; evaluated under the VeRi-776 protocol (same-id same-camera gallery",
         "images removed). Metrics in %. `+RR` = the same model re-ranked (k-reciprocal, k1=20, k2=6, lambda=0.3).",
+        "mCGM = HRCN's cross-camera generalisation measure (`eval.metrics: [..., cgm]`; `-` for a row trained",
+        "before the leaderboard measured it).",
         "Times are wall-clock on the 2-core CPU machine, often shared with other jobs: compare them only roughly.",
         "The trunk is each config's own choice (the params column shows its size): the CPU-sized configs of some",
         "methods use much smaller trunks than `bot`, so compare rows within a method first.",
         "",
-        "| method | split | epochs | mAP | R-1 | R-5 | mINP | mAP +RR | R-1 +RR | train time | params | config |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | split | epochs | mAP | R-1 | R-5 | mINP | mCGM | mAP +RR | R-1 +RR | train time | params | config |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows.values():
         lines.append(
             f"| {r.name} | {r.split} | {r.epochs} | {_pct(r.plain, 'mAP')} | {_pct(r.plain, 'rank1')} | "
-            f"{_pct(r.plain, 'rank5')} | {_pct(r.plain, 'mINP')} | {_pct(r.reranked, 'mAP')} | "
+            f"{_pct(r.plain, 'rank5')} | {_pct(r.plain, 'mINP')} | {_pct(r.plain, 'mCGM')} | {_pct(r.reranked, 'mAP')} | "
             f"{_pct(r.reranked, 'rank1')} | {r.train_seconds / 60:.1f} min | {r.params / 1e6:.2f} M | `{r.config}` |"
         )
     lines += ["", "## Commands", ""]
