@@ -1,0 +1,1 @@
+"""Gallery stores (embeddings + metadata, searchable), embedders (torch or ONNX) and search."""
