@@ -1,0 +1,79 @@
+"""`vreid serve`: the search service and its web page over a gallery store (vreid.serve.app, run by uvicorn)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from vreid.errors import VreidError
+
+EXAMPLE = ("Examples:\n\n"
+           "  vreid serve runs/demo/gallery            (then open http://127.0.0.1:8000/)\n\n"
+           "  VREID_SERVE_TOKEN=s3cret vreid serve runs/demo/gallery --host 0.0.0.0 --port 8080\n\n"
+           "  vreid serve runs/demo/gallery --checkpoint runs/demo/bot/model.onnx")
+
+#: StoreInfo.model keys that name the model a store was built with, in the order they are tried.
+MODEL_KEYS = ("onnx", "run", "checkpoint", "path")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def recorded_model(model: dict[str, Any], store: str) -> str:
+    """The run folder or ONNX file the store's StoreInfo.model names (the default embedder of `vreid serve`)."""
+    for key in MODEL_KEYS:
+        if model.get(key):
+            return str(model[key])
+    raise VreidError(f"{store}: the store does not record the model that made its embeddings; "
+                     "pass --checkpoint RUN_FOLDER_OR_ONNX")
+
+
+def default_uploads(store: str) -> Path | None:
+    """Images added through the service go beside a folder store (STORE-uploads); other stores need --uploads."""
+    from vreid.gallery.store import uri_scheme
+
+    if uri_scheme(store) != "file":
+        return None
+    folder = Path(store.removeprefix("file://"))
+    return folder.parent / f"{folder.name}-uploads"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve", epilog=EXAMPLE)
+    def serve(
+        store: str = typer.Argument(..., help="Gallery store: a folder made by `vreid index build`, or a URI"),
+        host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)"),
+        port: int = typer.Option(8000, help="TCP port"),
+        token: Optional[str] = typer.Option(None, envvar="VREID_SERVE_TOKEN",
+                                            help="Require this bearer token (also read from $VREID_SERVE_TOKEN); "
+                                                 "open the page as /?token=TOKEN"),
+        checkpoint: Optional[str] = typer.Option(None, help="Run folder or ONNX file to embed queries with "
+                                                            "(default: the model recorded in the store)"),
+        backend: str = typer.Option("auto", help="auto | torch | onnx"),
+        uploads: Optional[str] = typer.Option(None, help="Folder for images added through the service "
+                                                         "(default: STORE-uploads beside a folder store)"),
+        max_upload_mb: float = typer.Option(8.0, help="Largest upload accepted, in MiB"),
+        max_pixels: int = typer.Option(40_000_000, help="Largest image accepted, in pixels (width x height)"),
+    ) -> None:
+        """Serve a gallery store: JSON API (search by image, add, delete, stats) and a web page to search it."""
+        import uvicorn
+
+        from vreid.cli.common import console, err_console
+        from vreid.gallery.embedders import load_embedder
+        from vreid.gallery.store import open_store
+        from vreid.serve.app import create_app
+
+        gallery = open_store(store)
+        embedder = load_embedder(checkpoint or recorded_model(gallery.info.model, store), backend=backend)
+        upload_dir = Path(uploads) if uploads else default_uploads(store)
+        web = create_app(gallery, embedder, token=token, upload_dir=upload_dir,
+                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_pixels)
+        if host not in LOOPBACK and token is None:
+            err_console.print(f"warning: listening on {host} without a token: anyone who can reach this port can "
+                              "search, add and delete; pass --token (or set VREID_SERVE_TOKEN)", highlight=False)
+        shown = f"[{host}]" if ":" in host else host
+        console.print(f"serving {store} ({len(gallery)} images) at http://{shown}:{port}/"
+                      + ("?token=..." if token else ""), highlight=False)
+        try:
+            uvicorn.run(web, host=host, port=port, log_level="warning")
+        finally:
+            gallery.close()
