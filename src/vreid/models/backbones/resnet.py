@@ -113,6 +113,8 @@ class ResNet(nn.Module):
     """Headless ResNet: ``forward_features`` returns the layer4 map (B, num_features, H/16 or H/32, ...).
 
     Stages are plain attributes (``conv1, bn1, relu, maxpool, layer1..layer4``) so methods can copy or regroup them.
+    ``forward_intermediates`` also returns the output of every residual block of the stages asked for;
+    ``stage_channels`` and ``stage_reductions`` give each stage's output width and stride (layer1..layer4).
     """
 
     feature_layout = "map"
@@ -139,6 +141,8 @@ class ResNet(nn.Module):
             setattr(self, f"layer{i + 1}", self._make_layer(block, planes, n, stride, ibn=ibn and i < 3))
         self.num_features = widths[3] * block.expansion
         self.last_stride = last_stride
+        self.stage_channels: tuple[int, ...] = tuple(w * block.expansion for w in widths)
+        self.stage_reductions: tuple[int, ...] = (4, 8, 16, 16 * last_stride)
         self._init_weights()
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int, ibn: bool) -> nn.Sequential:
@@ -173,6 +177,30 @@ class ResNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return x
+
+    def forward_intermediates(self, x: torch.Tensor, stages: Sequence[int] = (1, 2, 3, 4),
+                              ) -> tuple[torch.Tensor, dict[int, list[torch.Tensor]]]:
+        """(final layer4 map, {stage: [output of each residual block of that stage, in order]}).
+
+        Stages are numbered 1..4 (``layer1..layer4``). Block ``i`` of stage ``s`` gives a map of
+        ``stage_channels[s - 1]`` channels at ``1 / stage_reductions[s - 1]`` of the input (rounded up), so
+        ``taps[s][-1]`` is the stage's output and ``final`` equals ``forward_features(x)``. In a stage wrapped with
+        non-local blocks (``NonLocalStage``) a tap is the residual block's own output, before the non-local block
+        that may follow it; the next block, the next stage and ``final`` still see the non-local output, as in
+        ``forward_features``.
+        """
+        wanted = sorted(set(stages))
+        if any(s not in (1, 2, 3, 4) for s in wanted):
+            raise ValueError(f"forward_intermediates: stages are numbered 1..4 (layer1..layer4), got {list(stages)}")
+        taps: dict[int, list[torch.Tensor]] = {s: [] for s in wanted}
+        handles = [self.stages[s - 1][i].register_forward_hook(lambda _m, _in, out, s=s: taps[s].append(out))
+                   for s in wanted for i in range(len(self.stages[s - 1]))]
+        try:
+            final = self.forward_features(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return final, taps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
