@@ -66,7 +66,43 @@ def _is_lite(target: str) -> bool:
     return not target.startswith(("http://", "https://"))
 
 
+#: milvus-lite runs one in-process server per .db, holding its LOCK until released: open stores per file.
+_LITE_USERS: dict[str, int] = {}
+_LITE_LOCK = threading.Lock()
+
+
+def _release(client: Any, target: str) -> None:
+    """Close a client; the last one of a milvus-lite file also stops its server (so other processes may open it)."""
+    client.close()
+    if not _is_lite(target):
+        return
+    key = str(Path(target).resolve())
+    with _LITE_LOCK:
+        _LITE_USERS[key] = _LITE_USERS.get(key, 1) - 1
+        if _LITE_USERS[key] <= 0:
+            del _LITE_USERS[key]
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(target)
+
+
 def _client(target: str):
+    if _is_lite(target):
+        key = str(Path(target).resolve())
+        with _LITE_LOCK:
+            _LITE_USERS[key] = _LITE_USERS.get(key, 0) + 1
+        try:
+            return _connect(target)
+        except BaseException:
+            with _LITE_LOCK:
+                _LITE_USERS[key] -= 1
+                if not _LITE_USERS[key]:
+                    del _LITE_USERS[key]
+            raise
+    return _connect(target)
+
+
+def _connect(target: str):
     try:
         from pymilvus import MilvusClient
     except ImportError:
@@ -95,19 +131,27 @@ class MilvusStore:
             raise StoreError(f"{uri}: no gallery store here ({self.target} is missing); build one with "
                              f"`vreid index build {uri} --checkpoint RUN --images DIR`")
         self._client = _client(self.target)
+        try:
+            self.info = self._open(info, create)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, info: StoreInfo | None, create: bool) -> StoreInfo:
         if create:
             if info is None:
-                raise StoreError(f"{uri}: creating a store needs its StoreInfo (dim, metric, model)")
-            check_info(info, uri)
+                raise StoreError(f"{self.uri}: creating a store needs its StoreInfo (dim, metric, model)")
+            check_info(info, self.uri)
             self._create(info)
         elif not self._client.has_collection(self.collection):
-            raise StoreError(f"{uri}: Milvus has no collection '{self.collection}'; build it with "
-                             f"`vreid index build {uri} --checkpoint RUN --images DIR`")
+            raise StoreError(f"{self.uri}: Milvus has no collection '{self.collection}'; build it with "
+                             f"`vreid index build {self.uri} --checkpoint RUN --images DIR`")
         props = self._properties()
         if INFO_KEY not in props:
-            raise StoreError(f"{uri}: collection '{self.collection}' was not made by vreid (no {INFO_KEY}); "
+            raise StoreError(f"{self.uri}: collection '{self.collection}' was not made by vreid (no {INFO_KEY}); "
                              "choose another with ?collection=NAME")
-        self.info = info_from_json(json.loads(props[INFO_KEY]))
+        self._client.load_collection(self.collection)  # a restarted server (or milvus-lite) starts it released
+        return info_from_json(json.loads(props[INFO_KEY]))
 
     def _create(self, info: StoreInfo) -> None:
         from pymilvus import DataType, MilvusClient
@@ -139,7 +183,7 @@ class MilvusStore:
         try:
             return bool(client.has_collection(collection))
         finally:
-            client.close()
+            _release(client, target)
 
     @classmethod
     def remove(cls, uri: str) -> None:
@@ -149,7 +193,7 @@ class MilvusStore:
             if client.has_collection(collection):
                 client.drop_collection(collection)
         finally:
-            client.close()
+            _release(client, target)
 
     # -- pending batches ------------------------------------------------------------------------------------
     def _properties(self) -> dict[str, str]:
@@ -183,6 +227,7 @@ class MilvusStore:
                          "time": _opt(float, it.time), "vehicle_id": _opt(int, it.vehicle_id), "batch": batch}
                         for v, it in zip(x[start:start + INSERT_CHUNK], items[start:start + INSERT_CHUNK])]
                 ids += [int(i) for i in self._client.insert(self.collection, rows)["ids"]]
+            self._client.flush(self.collection)  # sealed on disk (and searched by the index) before it counts
             pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
             if pause:
                 print(f"paused before commit ({len(ids)} rows)", flush=True)
@@ -255,7 +300,7 @@ class MilvusStore:
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
-                self._client.close()
+                _release(self._client, self.target)
                 self._client = None
 
     def __enter__(self) -> "MilvusStore":
