@@ -87,6 +87,8 @@ def test_a_trunk_with_fewer_blocks_uses_all_of_them_and_the_last_widths():
     ("model.stage_widths=[0,512,1024]", "model.stage_widths"),
     ("model.part_shape=hexagon", "model.part_shape"),
     ("model.freeze_backbone_epochs=-1", "model.freeze_backbone_epochs"),
+    ("model.graph_dropout=1.0", "model.graph_dropout"),
+    ("model.gate=-0.1", "model.gate"),
 ])
 def test_bad_settings_are_config_errors_that_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -97,8 +97,12 @@ class HrcnConfig(MethodConfig):
                   "one for the layer3 summary node, then one per layer4 node (nodes_per_stage[2])")
         _positive(self.regional_feature_widths, "regional_feature_widths", self.regional_parts + 2,
                   "one per part (regional_parts), then the full map, then the high-level node")
-        if self.gate < 0 or not 0 <= self.graph_dropout < 1 or self.graph_init_std <= 0:
-            raise FieldError("gate", "needs gate >= 0, 0 <= graph_dropout < 1 and graph_init_std > 0")
+        if self.gate < 0:
+            raise FieldError("gate", f"must be >= 0 (official 0.001), got {self.gate}")
+        if not 0 <= self.graph_dropout < 1:
+            raise FieldError("graph_dropout", f"must be in [0, 1) (official 0.5), got {self.graph_dropout}")
+        if self.graph_init_std <= 0:
+            raise FieldError("graph_init_std", f"must be > 0 (official 0.01), got {self.graph_init_std}")
         if min(self.ce_weight, self.triplet_weight) < 0 or self.ce_weight + self.triplet_weight == 0:
             raise FieldError("ce_weight", "loss weights must be >= 0 and at least one > 0")
         if self.freeze_backbone_epochs < 0:
