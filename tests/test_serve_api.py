@@ -17,6 +17,7 @@ from PIL import Image
 from fastapi.testclient import TestClient
 
 from vreid.data.images import open_rgb
+from vreid.errors import VreidError
 from vreid.gallery.base import GalleryItem, Hit, StoreInfo
 from vreid.serve.app import create_app
 from vreid.serve.uploads import RequestError, read_limited
@@ -265,7 +266,7 @@ def test_adding_without_an_upload_folder_is_refused(gallery):
 
 
 def test_embedder_and_store_widths_must_agree():
-    with pytest.raises(ValueError, match="4-d embeddings but the store holds 3-d"):
+    with pytest.raises(VreidError, match="4-d embeddings but the store holds 3-d"):
         create_app(FakeStore(dim=3), type("E", (MeanColourEmbedder,), {"dim": 4})())
 
 
@@ -314,3 +315,46 @@ def test_page_and_static_files_load_nothing_from_outside(client):
     for f in static.iterdir():
         text = f.read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, f.name
+
+
+def test_service_ranks_as_vreid_search(finished_run, tiny_world, tmp_path):
+    """The gallery `make demo` says to serve (its printed commands, run here on a tiny run and world): the app of
+    `vreid serve` (build_service: the store's recorded model, embedded as `vreid search` embeds) ranks every
+    query exactly as `vreid search --json` does."""
+    import json
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from vreid.cli.main import app as cli
+    from vreid.cli.serve import build_service
+    from vreid.demo import serve_command
+
+    run, _ = finished_run
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "bot").symlink_to(run, target_is_directory=True)
+    (demo / "data").symlink_to(tiny_world, target_is_directory=True)
+    index_cmd, serve_cmd = (shlex.split(part) for part in serve_command(demo, "veri776").split("&&"))
+    assert index_cmd[:3] == ["vreid", "index", "build"] and serve_cmd[:2] == ["vreid", "serve"]
+    runner = CliRunner()
+    built = runner.invoke(cli, index_cmd[1:])
+    assert built.exit_code == 0, built.output
+    store = serve_cmd[2]
+    queries = [q.path for q in world_split(tiny_world, "query")[:3]]
+    searched = runner.invoke(cli, ["search", store, *queries, "--top", "8", "--camera", "1", "--camera", "2",
+                                   "--json", "--device", "cpu"])
+    assert searched.exit_code == 0, searched.output
+    expected = json.loads(searched.stdout)
+    web, gallery = build_service(store, device="cpu", uploads=str(tmp_path / "uploads"))
+    try:
+        client = TestClient(web)
+        for query, want in zip(queries, expected):
+            assert want["hits"]
+            got = client.post("/api/search", params={"top": 8, "cameras": "1,2"}, files=upload(query)).json()
+            assert [h["id"] for h in got["results"]] == [h["id"] for h in want["hits"]]
+            assert [h["distance"] for h in got["results"]] == pytest.approx([h["distance"] for h in want["hits"]],
+                                                                           abs=1e-5)
+        assert client.get("/api/stats").json()["items"] == len(gallery)
+    finally:
+        gallery.close()

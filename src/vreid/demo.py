@@ -116,4 +116,15 @@ def run_demo(s: DemoSettings, overrides: list[str] | None = None) -> dict[str, A
     summary = {"bot": results, "random": random_results, "seconds": elapsed, "report": str(report)}
     write_json_atomic(out / "demo_results.json", summary)
     console.print(f"report: {report}  ({elapsed:.0f} s in all)")
+    console.print(f"serve this gallery: {serve_command(out, cfg.data.layout)}", highlight=False, markup=False,
+                  soft_wrap=True)
     return summary
+
+
+def serve_command(out: Path, layout: str) -> str:
+    """The commands that index the demo's test gallery with its trained model and serve it with the web page."""
+    import shlex
+
+    store, run, data = (shlex.quote(str(p)) for p in (out / "gallery", out / "bot", out / "data"))
+    return (f"vreid index build {store} --checkpoint {run} --data {data} --layout {layout} --overwrite "
+            f"&& vreid serve {store}")

@@ -13,13 +13,13 @@ EXAMPLE = ("Examples:\n\n"
            "  VREID_SERVE_TOKEN=s3cret vreid serve runs/demo/gallery --host 0.0.0.0 --port 8080\n\n"
            "  vreid serve runs/demo/gallery --checkpoint runs/demo/bot/model.onnx")
 
-#: StoreInfo.model keys that name the model a store was built with, in the order they are tried.
-MODEL_KEYS = ("onnx", "run", "checkpoint", "path")
+#: StoreInfo.model keys that name the model a store was built with, tried in this order (as `vreid search`).
+MODEL_KEYS = ("run", "source")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def recorded_model(model: dict[str, Any], store: str) -> str:
-    """The run folder or ONNX file the store's StoreInfo.model names (the default embedder of `vreid serve`)."""
+    """The run folder (or ONNX file) the store's StoreInfo.model names: the default embedder of `vreid serve`."""
     for key in MODEL_KEYS:
         if model.get(key):
             return str(model[key])
@@ -37,6 +37,27 @@ def default_uploads(store: str) -> Path | None:
     return folder.parent / f"{folder.name}-uploads"
 
 
+def build_service(store: str, checkpoint: str | None = None, device: str = "auto", token: str | None = None,
+                  uploads: str | None = None, max_upload_mb: float = 8.0, max_pixels: int = 40_000_000):
+    """(app, opened store) for `vreid serve`: the store, the embedder `vreid search` would use, the limits."""
+    from vreid.cli.index import check_checkpoint, make_embedder
+    from vreid.gallery.store import open_store
+    from vreid.serve.app import create_app
+
+    gallery = open_store(store)
+    try:
+        model = checkpoint or recorded_model(gallery.info.model, store)
+        check_checkpoint(model)
+        embedder = make_embedder(model, device)
+        upload_dir = Path(uploads) if uploads else default_uploads(store)
+        web = create_app(gallery, embedder, token=token, upload_dir=upload_dir,
+                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_pixels)
+    except BaseException:
+        gallery.close()
+        raise
+    return web, gallery
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve", epilog=EXAMPLE)
     def serve(
@@ -48,7 +69,7 @@ def register(app: typer.Typer) -> None:
                                                  "open the page as /?token=TOKEN"),
         checkpoint: Optional[str] = typer.Option(None, help="Run folder or ONNX file to embed queries with "
                                                             "(default: the model recorded in the store)"),
-        backend: str = typer.Option("auto", help="auto | torch | onnx"),
+        device: str = typer.Option("auto", help="auto | cpu | cuda: where a run folder's model embeds queries"),
         uploads: Optional[str] = typer.Option(None, help="Folder for images added through the service "
                                                          "(default: STORE-uploads beside a folder store)"),
         max_upload_mb: float = typer.Option(8.0, help="Largest upload accepted, in MiB"),
@@ -58,15 +79,8 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from vreid.cli.common import console, err_console
-        from vreid.gallery.embedders import load_embedder
-        from vreid.gallery.store import open_store
-        from vreid.serve.app import create_app
 
-        gallery = open_store(store)
-        embedder = load_embedder(checkpoint or recorded_model(gallery.info.model, store), backend=backend)
-        upload_dir = Path(uploads) if uploads else default_uploads(store)
-        web = create_app(gallery, embedder, token=token, upload_dir=upload_dir,
-                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_image_pixels=max_pixels)
+        web, gallery = build_service(store, checkpoint, device, token, uploads, max_upload_mb, max_pixels)
         if host not in LOOPBACK and token is None:
             err_console.print(f"warning: listening on {host} without a token: anyone who can reach this port can "
                               "search, add and delete; pass --token (or set VREID_SERVE_TOKEN)", highlight=False)

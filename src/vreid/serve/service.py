@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from vreid.errors import VreidError
 from vreid.fileio import write_bytes_atomic
 from vreid.gallery.base import Embedder, GalleryItem, GalleryStore, Hit
 from vreid.serve.uploads import RequestError, image_suffix
@@ -75,7 +76,7 @@ class GalleryService:
     def __init__(self, store: GalleryStore, embedder: Embedder, upload_dir: str | Path | None,
                  limits: ServiceLimits) -> None:
         if embedder.dim != store.info.dim:
-            raise ValueError(f"the embedder makes {embedder.dim}-d embeddings but the store holds "
+            raise VreidError(f"the embedder makes {embedder.dim}-d embeddings but the store holds "
                              f"{store.info.dim}-d ones; serve the store with the model that built it "
                              f"(its StoreInfo.model: {store.info.model})")
         self.store, self.embedder, self.limits = store, embedder, limits
