@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     split = f"synthetic {args.preset}: {args.ids} ids, {args.cameras} cameras, {args.size}px, seed {args.seed}"
     for entry in [m.strip() for m in args.methods.split(",") if m.strip()]:
         config = config_for(entry)
-        name = entry if not entry.endswith(".yaml") else f"{config.parent.name}/{config.stem}"
+        name = f"{config.parent.name}/{config.stem}"   # "bot" and "configs/bot/synthetic.yaml" are one row
         out = runs / f"{name.replace('/', '-')}-{args.preset}"
         overrides = budget_overrides(args, data_root, out)
         cfg = load_experiment(config, overrides)
