@@ -235,8 +235,17 @@ def test_oversized_uploads_are_refused(gallery, tmp_path):
     r = small.post("/api/search", files=upload(png_bytes(size=(33, 32))))
     assert r.status_code == 413 and "33 x 32" in r.json()["error"]
     assert small.post("/api/search", files=upload(png_bytes(size=(32, 32)))).status_code == 200
-    with pytest.raises(RequestError, match="2000 bytes"):  # bodies without a Content-Length are counted too
+    with pytest.raises(RequestError, match="2000 bytes"):
         read_limited(io.BytesIO(b"x" * 2001), 2000)
+
+    def chunked():  # no Content-Length: the body is counted as it arrives
+        yield b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.png\"\r\n\r\n"
+        for _ in range(200):
+            yield b"x" * 1024
+    r = small.post("/api/search", content=chunked(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and "more than" in r.json()["error"], r.text
+    r = small.post("/api/search", content=b"x", headers={"content-length": "many"})
+    assert r.status_code == 400
 
 
 def test_decompression_bomb_is_refused_before_decoding(client):

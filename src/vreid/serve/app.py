@@ -5,6 +5,7 @@ Opening the page as `/?token=TOKEN` sets the cookie, so the page's own requests 
 from __future__ import annotations
 
 import hmac
+import json
 import mimetypes
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vreid.gallery.base import Embedder, GalleryItem, GalleryStore, Hit
+from vreid.serve.body_limit import BodyLimit
 from vreid.serve.service import MAX_TOP_K, GalleryService, ServiceLimits
 from vreid.serve.uploads import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, RequestError, decode_image,
                                  parse_cameras, parse_time, read_limited)
@@ -76,16 +78,8 @@ def create_app(store: GalleryStore, embedder: Embedder, *, token: str | None = N
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail))
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return error(400, f"Content-Length {length!r} is not a number")
-            if int(length) > max_upload_bytes + MULTIPART_SLACK:
-                return error(413, f"request body of {length} bytes is larger than the limit of "
-                                  f"{max_upload_bytes} bytes per upload; send a smaller image")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + MULTIPART_SLACK,
+                       message=f"larger than the limit of {max_upload_bytes} bytes per upload; send a smaller image")
 
     def given_token(request: Request) -> str | None:
         header = request.headers.get("authorization", "")
@@ -116,9 +110,7 @@ def create_app(store: GalleryStore, embedder: Embedder, *, token: str | None = N
 
     @app.get("/api/stats", dependencies=auth)
     def stats() -> JSONResponse:
-        import json
-
-        return JSONResponse(json.loads(json.dumps(service.stats(), default=str)))
+        return JSONResponse(json.loads(json.dumps(service.stats(), default=str)))  # numpy / Path values as text
 
     @app.post("/api/search", dependencies=auth)
     def search(image: UploadFile = File(..., description="the query image (JPEG, PNG, ...)"),
