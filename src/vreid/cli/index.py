@@ -25,54 +25,11 @@ def rank_device(device: str) -> str:
 
 def make_embedder(checkpoint: str, device: str = "auto") -> Any:
     """The embedder of a run folder (or an ONNX export), ranking as `vreid eval` ranks that model."""
-    try:
-        from vreid.gallery.embedders import load_embedder
-    except ImportError:  # a checkout without the embedders module: the run's own model, eagerly
-        return RunEmbedder(checkpoint, rank_device(device))
+    from vreid.gallery.embedders import load_embedder
+
     if str(checkpoint).endswith(".onnx"):
         return load_embedder(checkpoint)
     return load_embedder(checkpoint, device=rank_device(device))
-
-
-class RunEmbedder:
-    """A run folder's model as an `Embedder`: the model's preprocessing, the run's eval.metric and eval.flip."""
-
-    def __init__(self, run: str, device: str = "cpu") -> None:
-        import yaml
-
-        from vreid.config.schema import DataConfig
-        from vreid.data.transforms import build_test_transform
-        from vreid.engine.bundle import load_bundle
-        from vreid.engine.run import run_folder_of
-
-        self.method = load_bundle(run).to(device)
-        self.device = device
-        info = self.method.info
-        self.transform = build_test_transform(DataConfig(height=info.height, width=info.width,
-                                                         mean=list(info.mean), std=list(info.std)))
-        config = run_folder_of(run) / "config.yaml"
-        evaluation = (yaml.safe_load(config.read_text()) or {}).get("eval", {}) if config.is_file() else {}
-        self.metric = str(evaluation.get("metric", "euclidean"))
-        self.flip = bool(evaluation.get("flip", False))
-        self.model = {"run": str(run_folder_of(run).resolve()), "backend": "torch", "height": info.height,
-                      "width": info.width, "mean": list(info.mean), "std": list(info.std), "flip": self.flip}
-        from PIL import Image
-
-        self.dim = int(self.embed([Image.new("RGB", (info.width, info.height))]).shape[1])
-
-    def embed(self, images, cameras=None, viewpoints=None):
-        import torch
-
-        x = torch.stack([self.transform(im.convert("RGB")) for im in images]).to(self.device)
-        n = len(images)
-        cams = torch.tensor(list(cameras) if cameras is not None else [-1] * n, dtype=torch.int64, device=self.device)
-        views = torch.tensor(list(viewpoints) if viewpoints is not None else [-1] * n, dtype=torch.int64,
-                             device=self.device)
-        with torch.no_grad():
-            f = self.method.embed(x, cams, views).float()
-            if self.flip:
-                f = (f + self.method.embed(x.flip(3), cams, views).float()) / 2
-        return f.cpu().numpy().astype("float32")
 
 
 def store_info_of(embedder: Any, checkpoint: str) -> Any:
@@ -80,7 +37,18 @@ def store_info_of(embedder: Any, checkpoint: str) -> Any:
 
     model = dict(getattr(embedder, "model", {}) or {})
     model.setdefault("run", str(Path(checkpoint).resolve()))
+    model["checkpoint"] = str(Path(checkpoint).resolve())  # what `index add` and `search` embed with
     return StoreInfo(dim=int(embedder.dim), metric=str(embedder.metric), model=model)
+
+
+def stored_checkpoint(info: Any, store: str) -> str:
+    """The run folder or .onnx file a store was built with (its StoreInfo.model)."""
+    from vreid.gallery.search import SearchError
+
+    found = info.model.get("checkpoint") or info.model.get("run")
+    if not found:
+        raise SearchError(f"{store}: the store does not name its model; pass --checkpoint RUN")
+    return str(found)
 
 
 def check_checkpoint(checkpoint: str) -> None:
@@ -204,7 +172,7 @@ def register(app: typer.Typer) -> None:
         moment = parse_time(when, "--time") if when is not None else None
         with open_store(store) as gallery:
             files = list_images(paths)
-            run = gallery.info.model.get("run")
+            run = stored_checkpoint(gallery.info, store)
             check_checkpoint(run)
             items = file_items(files, camera, moment)
             embedder = make_embedder(run, device)

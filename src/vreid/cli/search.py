@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         """Print, per query, the nearest gallery items: rank, distance, camera, time, path, id."""
         import json
 
-        from vreid.cli.index import check_checkpoint, make_embedder
+        from vreid.cli.index import check_checkpoint, make_embedder, stored_checkpoint
         from vreid.gallery.search import (
             SearchError, embed_items, file_items, format_time, hits_json, list_images, parse_time, search_store,
         )
@@ -46,9 +46,7 @@ def register(app: typer.Typer) -> None:
         stop = parse_time(before, "--before") if before is not None else None
         queries = list_images(images, "IMAGE")
         with open_store(store) as gallery:
-            run = checkpoint or gallery.info.model.get("run")
-            if not run:
-                raise SearchError(f"{store}: the store does not name its model; pass --checkpoint RUN")
+            run = checkpoint or stored_checkpoint(gallery.info, store)
             check_checkpoint(run)
             embedder = make_embedder(run, device)
             if embedder.dim != gallery.info.dim:

@@ -86,10 +86,29 @@ def _release(client: Any, target: str) -> None:
             server_manager_instance.release_server(target)
 
 
+def _check_lite_lock(target: str) -> None:
+    """milvus-lite lets one process open a .db at a time: say so (and who to ask) instead of "open failed"."""
+    import fcntl
+
+    lock = Path(target) / "LOCK"
+    if not lock.is_file():
+        return
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StoreError(f"{target}: another process has this milvus-lite store open (a `vreid serve`?); "
+                             "milvus-lite allows one process at a time: stop it, or add through it (the service's "
+                             "/api/gallery), or use a folder store or a Milvus server for shared access") from None
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _client(target: str):
     if _is_lite(target):
         key = str(Path(target).resolve())
         with _LITE_LOCK:
+            if key not in _LITE_USERS:  # no server of ours on it yet
+                _check_lite_lock(target)
             _LITE_USERS[key] = _LITE_USERS.get(key, 0) + 1
         try:
             return _connect(target)
