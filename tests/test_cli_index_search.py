@@ -200,3 +200,26 @@ def test_commands_are_listed_and_the_cli_stays_torch_free():
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
     assert "index" in ok("--help") and "search" in ok("--help")
     assert "build" in ok("index", "--help")
+
+
+def test_torchrun_build_equals_one_process(built, finished_run, tiny_world, tmp_path):
+    """Two gloo processes each embed their share; rank 0 writes a store equal to the one-process build."""
+    import os
+    import subprocess
+    import sys
+
+    from vreid.gallery.store import open_store
+
+    store, run, _, _ = built
+    sharded = tmp_path / "sharded"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "vreid.cli.main", "index", "build", str(sharded), "-c", str(run), "--data", str(tiny_world), "--layout",
+           "veri776", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("54 images") == 1  # rank 0 reports, once
+    with open_store(str(store)) as one, open_store(str(sharded)) as two:
+        ids = list(range(1, len(one) + 1))
+        assert len(two) == len(one) == 54
+        assert one.items(ids) == two.items(ids)
+        np.testing.assert_allclose(two.vectors(ids), one.vectors(ids), atol=1e-5)

@@ -236,3 +236,16 @@ def test_rerank_reorders_the_candidates(run_features, tmp_path, one_thread):
         np.testing.assert_allclose([h.distance for h in hits], np.sort(d[r])[:5], atol=1e-4)
         assert sorted(position[h.id] for h in hits) == sorted(np.argsort(d[r], kind="stable")[:5].tolist())
     assert plain != reranked
+
+
+def test_folder_store_sees_what_another_handle_committed(tmp_path):
+    """Each search of a folder store reloads what another process (here: another handle) added or deleted."""
+    x, items = world(60)
+    uri = store_uri("faiss", tmp_path)
+    with create_store(uri, StoreInfo(x.shape[1])) as writer, open_store(uri) as reader:
+        ids = writer.add(x[:30], items[:30])
+        assert len(reader.search(x[:1], 100)[0]) == 30
+        more = reader.add(x[30:], items[30:])  # the reader writes too; the writer's view is stale until it looks
+        assert [h.id for h in writer.search(x[45:46], 1)[0]] == [more[15]]
+        writer.delete(ids[:10])
+        assert len(reader.search(x[:1], 100)[0]) == 50 and len(reader) == 50
