@@ -223,3 +223,17 @@ def test_torchrun_build_equals_one_process(built, finished_run, tiny_world, tmp_
         assert len(two) == len(one) == 54
         assert one.items(ids) == two.items(ids)
         np.testing.assert_allclose(two.vectors(ids), one.vectors(ids), atol=1e-5)
+
+
+def test_an_onnx_export_builds_and_searches_the_same_store(built, finished_run, tiny_world, tmp_path, one_thread):
+    store, run, queries, _ = built
+    model = tmp_path / "model.onnx"
+    ok("export", "onnx", run, "-o", model)
+    onnx_store = tmp_path / "onnx"
+    ok("index", "build", onnx_store, "-c", model, "--data", tiny_world, "--layout", "veri776")
+    assert json.loads(ok("index", "stats", onnx_store, "--json"))["model"]["checkpoint"] == str(model.resolve())
+    a = json.loads(ok("search", onnx_store, *queries[:4], "--top", "5", "--json"))  # embedded by the .onnx file
+    b = json.loads(ok("search", store, *queries[:4], "--top", "5", "--json", "--device", "cpu"))
+    for qa, qb in zip(a, b):
+        np.testing.assert_allclose([h["distance"] for h in qa["hits"]], [h["distance"] for h in qb["hits"]],
+                                   atol=1e-4)
