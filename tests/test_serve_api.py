@@ -367,3 +367,44 @@ def test_service_ranks_as_vreid_search(finished_run, tiny_world, tmp_path):
         assert client.get("/api/stats").json()["items"] == len(gallery)
     finally:
         gallery.close()
+    served_by_the_command(store, queries[0], expected[0]["hits"], tmp_path)
+
+
+def served_by_the_command(store: str, query: str, want: list[dict], tmp_path: Path) -> None:
+    """`vreid serve STORE --port P --token T` in a subprocess answers on loopback as the app did."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time as clock
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "VREID_SERVE_TOKEN": "t0k", "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "vreid", "serve", store, "--port", str(port), "--device", "cpu",
+                             "--uploads", str(tmp_path / "cmd-uploads")], stdout=log, stderr=subprocess.STDOUT,
+                            env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+                clock.sleep(0.1)
+        else:
+            pytest.fail(f"vreid serve did not answer in 60 s: {(tmp_path / 'serve.log').read_text()}")
+        assert httpx.get(f"{base}/api/stats").status_code == 401
+        got = httpx.post(f"{base}/api/search", params={"top": 8, "cameras": "1,2"}, files=upload(query),
+                         headers={"Authorization": "Bearer t0k"}).json()["results"]
+        assert [h["id"] for h in got] == [h["id"] for h in want]
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+    assert "serving" in (tmp_path / "serve.log").read_text()

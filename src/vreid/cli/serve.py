@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
     def serve(
         store: str = typer.Argument(..., help="Gallery store: a folder made by `vreid index build`, or a URI"),
         host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)"),
-        port: int = typer.Option(8000, help="TCP port"),
+        port: int = typer.Option(8000, min=1, max=65535, help="TCP port"),
         token: Optional[str] = typer.Option(None, envvar="VREID_SERVE_TOKEN",
                                             help="Require this bearer token (also read from $VREID_SERVE_TOKEN); "
                                                  "open the page as /?token=TOKEN"),
@@ -76,7 +76,12 @@ def register(app: typer.Typer) -> None:
         max_pixels: int = typer.Option(40_000_000, help="Largest image accepted, in pixels (width x height)"),
     ) -> None:
         """Serve a gallery store: JSON API (search by image, add, delete, stats) and a web page to search it."""
-        import uvicorn
+        try:
+            import fastapi  # noqa: F401
+            import uvicorn
+        except ImportError as e:
+            raise VreidError(f"the serve extra is not installed ({e.name} is missing); install it with: "
+                             "pip install 'vreid[serve]'") from None
 
         from vreid.cli.common import console, err_console
 
