@@ -389,3 +389,30 @@ def test_checkpoints_the_layout_cannot_hold_are_errors():
     assert converter.implied_settings(state)["model.stage_widths"] == [16, 32, 64]
     assert converter.implied_settings(state)["model.regional_parts"] == 4
     assert math.isclose(converter.preprocessing(state).std[0], STD[0] / 255)
+
+
+def test_cgm_through_the_config_equals_the_direct_call(tiny_world, tmp_path):
+    """`eval.metrics: [..., cgm]` in a config reaches the evaluator and gives what `evaluate_features` gives."""
+    from conftest import tiny_overrides
+    from vreid.config import load_experiment
+    from vreid.engine.evaluate import evaluate_method
+    from vreid.engine.extract import extract_features
+    from vreid.engine.run import load_data
+    from vreid.eval import evaluate_features
+    from vreid.methods import DataInfo, build_method
+
+    cfg = load_experiment("configs/hrcn/synthetic.yaml", [
+        *tiny_overrides(tiny_world, tmp_path), "model.name=hrcn", "eval.metrics=[map,cmc,minp,cgm]"])
+    data = load_data(cfg)
+    torch.manual_seed(0)
+    method = build_method(cfg.model, DataInfo(num_classes=8, height=32, width=32)).eval()
+    got = evaluate_method(method, data, cfg, torch.device("cpu"))
+    qf = extract_features(method, data.query, cfg.data, torch.device("cpu"))
+    gf = extract_features(method, data.gallery, cfg.data, torch.device("cpu"))
+    direct = evaluate_features(qf, gf, [r.vehicle_id for r in data.query], [r.vehicle_id for r in data.gallery],
+                               [r.camera_id for r in data.query], [r.camera_id for r in data.gallery],
+                               metric=cfg.eval.metric, cgm=True)
+    assert got["mCGM"] == pytest.approx(direct.mCGM, abs=1e-9) and 0 < got["mCGM"] <= 1
+    without = load_experiment("configs/hrcn/synthetic.yaml", [*tiny_overrides(tiny_world, tmp_path),
+                                                               "model.name=hrcn", "eval.metrics=[map,cmc,minp]"])
+    assert "mCGM" not in evaluate_method(method, data, without, torch.device("cpu"))
