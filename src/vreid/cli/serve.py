@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -13,18 +13,7 @@ EXAMPLE = ("Examples:\n\n"
            "  VREID_SERVE_TOKEN=s3cret vreid serve runs/demo/gallery --host 0.0.0.0 --port 8080\n\n"
            "  vreid serve runs/demo/gallery --checkpoint runs/demo/bot/model.onnx")
 
-#: StoreInfo.model keys that name the model a store was built with, tried in this order (as `vreid search`).
-MODEL_KEYS = ("run", "source")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def recorded_model(model: dict[str, Any], store: str) -> str:
-    """The run folder (or ONNX file) the store's StoreInfo.model names: the default embedder of `vreid serve`."""
-    for key in MODEL_KEYS:
-        if model.get(key):
-            return str(model[key])
-    raise VreidError(f"{store}: the store does not record the model that made its embeddings; "
-                     "pass --checkpoint RUN_FOLDER_OR_ONNX")
 
 
 def default_uploads(store: str) -> Path | None:
@@ -40,13 +29,13 @@ def default_uploads(store: str) -> Path | None:
 def build_service(store: str, checkpoint: str | None = None, device: str = "auto", token: str | None = None,
                   uploads: str | None = None, max_upload_mb: float = 8.0, max_pixels: int = 40_000_000):
     """(app, opened store) for `vreid serve`: the store, the embedder `vreid search` would use, the limits."""
-    from vreid.cli.index import check_checkpoint, make_embedder
+    from vreid.cli.index import check_checkpoint, make_embedder, stored_checkpoint
     from vreid.gallery.store import open_store
     from vreid.serve.app import create_app
 
     gallery = open_store(store)
     try:
-        model = checkpoint or recorded_model(gallery.info.model, store)
+        model = checkpoint or stored_checkpoint(gallery.info, store)
         check_checkpoint(model)
         embedder = make_embedder(model, device)
         upload_dir = Path(uploads) if uploads else default_uploads(store)
