@@ -37,9 +37,8 @@ def root(
 
 #: CLI modules; each defines register(app) adding its commands.
 COMMAND_MODULES = ("vreid.cli.jobs", "vreid.cli.data", "vreid.cli.synth", "vreid.cli.demo", "vreid.cli.configs",
-                   "vreid.cli.config_show", "vreid.cli.visualize", "vreid.cli.convert", "vreid.cli.export")
-COMMAND_MODULES += ("vreid.cli.index", "vreid.cli.search")
-COMMAND_MODULES += ("vreid.cli.serve",)
+                   "vreid.cli.config_show", "vreid.cli.visualize", "vreid.cli.convert", "vreid.cli.export",
+                   "vreid.cli.index", "vreid.cli.search", "vreid.cli.serve")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
