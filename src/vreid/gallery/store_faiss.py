@@ -32,6 +32,14 @@ DB_NAME = "store.sqlite"
 #: Seconds an `add` sleeps between writing its rows and committing them (tests kill it there); unset = none.
 PAUSE_ENV = "VREID_STORE_PAUSE_BEFORE_COMMIT"
 
+
+def pause_before_commit(rows: int) -> None:
+    """Tests set PAUSE_ENV (seconds) to kill a writer between writing and committing; otherwise nothing."""
+    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    if pause:
+        print(f"paused before commit ({rows} rows)", flush=True)
+        time.sleep(pause)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY AUTOINCREMENT, file TEXT NOT NULL, rows INTEGER NOT NULL);
@@ -190,10 +198,7 @@ class FaissSqliteStore:
                  for row, it in enumerate(items)])
             ids = [i for (i,) in db.execute("SELECT id FROM items WHERE segment=? ORDER BY row", (seg,))]
             gen = self._bump_generation()
-            pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
-            if pause:
-                print(f"paused before commit ({len(ids)} rows)", flush=True)
-                time.sleep(pause)
+            pause_before_commit(len(ids))
         if stale:
             self._refresh()
         else:

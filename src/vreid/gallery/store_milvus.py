@@ -9,7 +9,6 @@ deletes the rows of a batch whose writer died. Filters are Milvus boolean expres
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from vreid.gallery.base import STORES, GalleryItem, Hit, StoreInfo
 from vreid.gallery.store import (
     StoreError, check_add, check_info, check_queries, check_window, info_from_json, info_to_json, l2_normalise,
 )
-from vreid.gallery.store_faiss import PAUSE_ENV
+from vreid.gallery.store_faiss import pause_before_commit
 
 DEFAULT_COLLECTION = "vreid_gallery"
 INFO_KEY = "vreid.store_info"
@@ -247,10 +246,7 @@ class MilvusStore:
                         for v, it in zip(x[start:start + INSERT_CHUNK], items[start:start + INSERT_CHUNK])]
                 ids += [int(i) for i in self._client.insert(self.collection, rows)["ids"]]
             self._client.flush(self.collection)  # sealed on disk (and searched by the index) before it counts
-            pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
-            if pause:
-                print(f"paused before commit ({len(ids)} rows)", flush=True)
-                time.sleep(pause)
+            pause_before_commit(len(ids))
             self._set_pending([])
             return ids
 

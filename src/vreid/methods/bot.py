@@ -64,6 +64,18 @@ class CenterGradRescale(Hook):
             self.centers.grad.mul_(1.0 / self.weight)
 
 
+def ce_and_triplet(cfg: Any, id_loss: nn.Module, triplet: nn.Module, outputs: dict[str, torch.Tensor],
+                   labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The weighted ID loss on `logits` and metric loss on the pre-BN `feat` (`cfg`: any config with `ce_weight`
+    and `triplet_weight`; a weight of 0 leaves that loss out)."""
+    out = {}
+    if cfg.ce_weight > 0:
+        out["ce"] = cfg.ce_weight * id_loss(outputs["logits"].float(), labels)
+    if cfg.triplet_weight > 0:
+        out["triplet"] = cfg.triplet_weight * triplet(outputs["feat"].float(), labels)
+    return out
+
+
 @METHODS.register("bot")
 class BagOfTricks(ReidMethod):
     Config = BotConfig
@@ -95,11 +107,7 @@ class BagOfTricks(ReidMethod):
 
     def losses(self, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         cfg, labels = self.cfg, batch["labels"]
-        out = {}
-        if cfg.ce_weight > 0:
-            out["ce"] = cfg.ce_weight * self.id_loss(outputs["logits"].float(), labels)
-        if cfg.triplet_weight > 0:
-            out["triplet"] = cfg.triplet_weight * self.triplet(outputs["feat"].float(), labels)
+        out = ce_and_triplet(cfg, self.id_loss, self.triplet, outputs, labels)
         if self.center is not None:
             out["center"] = cfg.center_weight * self.center(outputs["feat"].float(), labels)
         return out

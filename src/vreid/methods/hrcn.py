@@ -29,6 +29,7 @@ from vreid.engine.freeze import FreezeModules
 from vreid.engine.hooks import Hook
 from vreid.losses import CrossEntropyLabelSmooth, TripletLoss
 from vreid.methods.base import METHODS, Batch, DataInfo, MethodConfig, ReidMethod
+from vreid.methods.bot import ce_and_triplet
 from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.hrcn import PART_SHAPES, CrossLevelBranch, GraphOptions, RegionalBranch, VectorNode, degenerate_parts
 from vreid.models.layers import BNNeck, LinearClassifier
@@ -182,13 +183,7 @@ class HeterogeneousRelationalComplement(ReidMethod):
         return {"feat": feat, "bn_feat": bn, "logits": self.classifier(bn)}
 
     def losses(self, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
-        cfg, labels = self.cfg, batch["labels"]
-        out = {}
-        if cfg.ce_weight > 0:
-            out["ce"] = cfg.ce_weight * self.id_loss(outputs["logits"].float(), labels)
-        if cfg.triplet_weight > 0:
-            out["triplet"] = cfg.triplet_weight * self.triplet(outputs["feat"].float(), labels)
-        return out
+        return ce_and_triplet(self.cfg, self.id_loss, self.triplet, outputs, batch["labels"])
 
     @torch.no_grad()
     def embed(self, images, camera_ids=None, viewpoints=None) -> torch.Tensor:
