@@ -56,11 +56,19 @@ def tiny_method(name: str, seed: int = 0) -> ReidMethod:
     return build_method(cfg.model, info)
 
 
-def tiny_batch(seed: int = 0) -> Batch:
-    """A P x K training batch in the contract of vreid.data.dataset, every field filled."""
+def tiny_batch(seed: int = 0, method: ReidMethod | None = None) -> Batch:
+    """A P x K training batch in the contract of vreid.data.dataset, every field filled; for a method that
+    trains on features (`inputs = "features"`), P x K probes with their neighbourhoods (vreid.data.features)."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(IDS).repeat_interleave(PER_ID)
     n = len(labels)
+    if method is not None and method.inputs == "features":
+        from vreid.data.features import neighbourhood_batch
+
+        rows = torch.randn(n, method.net.cfg.in_dim, generator=g)
+        k = method.neighbours   # neighbour lists wrap around the tiny table: k may exceed n - 1
+        neighbours = (torch.arange(n)[:, None] + 1 + torch.arange(k)) % n
+        return neighbourhood_batch(rows, labels, neighbours, torch.arange(n))
     return {"images": torch.randn(n, 3, SIZE, SIZE, generator=g), "labels": labels, "vehicle_ids": labels + 100,
             "camera_ids": torch.arange(n) % CAMERAS, "viewpoints": torch.arange(n) % VIEWPOINTS,
             "indices": torch.arange(n)}
@@ -81,7 +89,8 @@ PREPARE: dict[str, Callable[[ReidMethod, Batch], None]] = {"usl": give_pseudo_la
 
 def trained_method(name: str) -> tuple[ReidMethod, Batch]:
     """The tiny method in train mode, ready for a training step on the tiny batch."""
-    method, batch = tiny_method(name).train(), tiny_batch()
+    method = tiny_method(name).train()
+    batch = tiny_batch(method=method)
     if method.unsupervised and name not in PREPARE:
         pytest.fail(f"unsupervised method '{name}' needs a PREPARE entry that gives it labels")
     PREPARE.get(name, lambda m, b: None)(method, batch)
@@ -112,7 +121,10 @@ def hooked_step(method: ReidMethod, batch: Batch, hooks: list[Hook], trainer: St
 
 
 def embed(method: ReidMethod, batch: Batch) -> torch.Tensor:
-    """The retrieval features of the batch's images, with their side information."""
+    """The retrieval features of the batch's images, with their side information (a features method: the
+    refined embeddings of the batch's neighbourhoods)."""
+    if method.inputs == "features":
+        return method.embed(batch["features"])
     return method.embed(batch["images"], batch["camera_ids"], batch["viewpoints"])
 
 
@@ -141,9 +153,10 @@ def test_backward_gives_finite_gradients(name):
 
 @methods
 def test_embed_is_finite_and_deterministic_in_eval_mode(name):
-    method, batch = tiny_method(name).eval(), tiny_batch()
+    method = tiny_method(name).eval()
+    batch = tiny_batch(method=method)
     first, second = embed(method, batch), embed(method, batch)
-    assert first.ndim == 2 and first.shape[0] == len(batch["images"]) and torch.isfinite(first).all()
+    assert first.ndim == 2 and first.shape[0] == len(batch["labels"]) and torch.isfinite(first).all()
     assert torch.equal(first, second)
 
 

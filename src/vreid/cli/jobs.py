@@ -8,7 +8,7 @@ import typer
 from vreid.cli.common import console, load_config, override_keys
 
 #: Every re-ranker (vreid.rerank.RERANKERS), spelt out so `vreid --help` need not import torch; a test keeps it true.
-RERANK_NAMES = ("none", "kreciprocal", "sparse", "aqe", "alpha_qe", "fastreid_aqe")
+RERANK_NAMES = ("none", "kreciprocal", "sparse", "aqe", "alpha_qe", "fastreid_aqe", "contextual")
 
 #: Every metric name (vreid.eval.selection.EVAL_METRICS), spelt out for the same reason; a test keeps it true.
 METRIC_NAMES = ("map", "cmc", "minp", "cgm", "roc")
@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE overrides"),
         checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Run folder, checkpoint folder or .safetensors"),
         rerank: Optional[str] = typer.Option(None, "--rerank", help=" | ".join(RERANK_NAMES)),
+        rerank_model: Optional[str] = typer.Option(None, "--rerank-model", help="With --rerank contextual: the "
+                                                   "rerank_net run folder (sets eval.rerank_options.model)"),
         output: Optional[str] = typer.Option(None, "--output", "-o", help="Folder for results.json and ranked lists "
                                              "(default: a new folder <run>/eval/<time>-<rerank>)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --output"),
@@ -69,6 +71,8 @@ def register(app: typer.Typer) -> None:
         if metrics is not None:  # as an override, so that a wrong name is reported like any config value
             names = [name.strip() for name in metrics.split(",") if name.strip()]
             overrides = [*(overrides or []), f"eval.metrics={json.dumps(names)}"]
+        if rerank_model is not None:
+            overrides = [*(overrides or []), f"eval.rerank_options.model={json.dumps(rerank_model)}"]
         cfg = load_config(config, overrides)
         results = run_evaluation(cfg, checkpoint, rerank=rerank, output_dir=output, overwrite=overwrite,
                                  explicit=override_keys(overrides))

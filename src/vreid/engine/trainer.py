@@ -1,5 +1,6 @@
 """The generic training loop. It knows no method: a method gives outputs, named losses and embeddings; hooks
-act around steps and epochs (pseudo-labels, momentum encoders, queues)."""
+act around steps and epochs (pseudo-labels, momentum encoders, queues). A method that declares `inputs =
+"features"` gets batches of extracted feature rows with their kNN lists (vreid.data.features) instead of images."""
 from __future__ import annotations
 
 import random
@@ -13,6 +14,7 @@ import torch
 from rich.console import Console
 
 from vreid.config.schema import ExperimentConfig
+from vreid.data.features import FeatureBatches, NeighbourhoodTable, read_feature_file
 from vreid.data.records import ReidDataset, relabel
 from vreid.engine import checkpoint as ckpt
 from vreid.engine.bundle import save_bundle, write_model_info
@@ -23,7 +25,7 @@ from vreid.engine.optim import build_optimizer
 from vreid.engine.run_info import write_run_info
 from vreid.engine.schedule import build_schedule
 from vreid.errors import RunStopped
-from vreid.methods import DataInfo, ReidMethod, build_method
+from vreid.methods import METHODS, DataInfo, ReidMethod, build_method
 
 console = Console(stderr=True)
 
@@ -45,7 +47,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def data_info(cfg: ExperimentConfig, dataset: ReidDataset, num_classes: int) -> DataInfo:
+def data_info(cfg: ExperimentConfig, dataset: ReidDataset, num_classes: int, feature_dim: int = 0) -> DataInfo:
     records = dataset.train + dataset.query + dataset.gallery
     return DataInfo(
         num_classes=num_classes,
@@ -54,7 +56,42 @@ def data_info(cfg: ExperimentConfig, dataset: ReidDataset, num_classes: int) -> 
         width=cfg.data.width,
         mean=tuple(cfg.data.mean),
         std=tuple(cfg.data.std),
+        feature_dim=feature_dim,
     )
+
+
+class FeatureSource:
+    """The feature rows of a features method (its config's `features`): the splits of a `vreid extract` .npz, or
+    the splits embedded by the model of a run folder (with that model's own preprocessing)."""
+
+    def __init__(self, source: str, cfg: ExperimentConfig, dataset: ReidDataset, device: torch.device) -> None:
+        from vreid.config.loader import ConfigError
+
+        if not source:
+            detail = "this method trains on features: set it to a run folder or a `vreid extract` .npz file"
+            raise ConfigError(f"key 'model.features': {detail}", key="model.features", detail=detail)
+        self.path, self.cfg, self.dataset, self.device = Path(source), cfg, dataset, device
+        if not self.path.exists():
+            detail = f"{source} does not exist (a run folder or a `vreid extract` .npz file)"
+            raise ConfigError(f"key 'model.features': {detail}", key="model.features", detail=detail)
+        self._embedder: tuple[ReidMethod, Any] | None = None
+
+    def split(self, name: str) -> tuple[torch.Tensor, np.ndarray]:
+        """(features, vehicle ids) of split `name` (train, query or gallery)."""
+        if self.path.suffix == ".npz":
+            features, ids, _ = read_feature_file(self.path, name)
+            return features, ids
+        from vreid.engine.bundle import load_bundle
+        from vreid.engine.extract import extract_features
+        from vreid.engine.preprocessing import model_preprocessing
+
+        if self._embedder is None:
+            model = load_bundle(self.path).to(self.device)
+            self._embedder = model, model_preprocessing(self.cfg, model.info, ())[0].data
+        model, data_cfg = self._embedder
+        records = getattr(self.dataset, name)
+        features = extract_features(model, records, data_cfg, self.device, flip=self.cfg.eval.flip)
+        return features, np.array([r.vehicle_id for r in records], dtype=np.int64)
 
 
 class StopRequested(Exception):
@@ -130,8 +167,18 @@ class Trainer:
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.labels, self.id_map = relabel(dataset.train)
-        self.method = method or build_method(cfg.model, data_info(cfg, dataset, len(self.id_map)))
+        self.features: FeatureSource | None = None
+        self.feature_table: NeighbourhoodTable | None = None
+        feature_dim = 0
+        if (type(method) if method is not None else METHODS.get(cfg.model.name)).inputs == "features":
+            self.features = FeatureSource(cfg.model.features, cfg, dataset, self.device)
+            train_features, train_ids = self.features.split("train")
+            self.labels = np.unique(train_ids, return_inverse=True)[1].tolist()
+            feature_dim = train_features.shape[1]
+        self.method = method or build_method(cfg.model, data_info(cfg, dataset, len(set(self.labels)), feature_dim))
         self.method.to(self.device)
+        if self.features is not None:
+            self.feature_table = self._neighbourhoods(train_features)
         self.model: torch.nn.Module = self.method
         if self.dist.enabled:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -165,10 +212,24 @@ class Trainer:
 
         return extract_features(self.method, records, self.cfg.data, self.device, amp=self.amp)
 
+    def _neighbourhoods(self, features: torch.Tensor) -> NeighbourhoodTable:
+        """Each training row's `method.neighbours` nearest other rows (blocked top-k, no N x N matrix)."""
+        from vreid.rerank.contextual import nearest_neighbours
+
+        x = torch.nn.functional.normalize(features.float(), dim=1)
+        _, idx = nearest_neighbours(x, x, min(self.method.neighbours, len(x) - 1), offset=0)
+        return NeighbourhoodTable(x, torch.tensor(self.labels), idx.cpu())
+
     # ----- loop ------------------------------------------------------------------------------------------
+    def _batch_size(self) -> int:
+        return self.cfg.data.ids_per_batch * self.cfg.data.images_per_id
+
     def _train_loader(self):
         from vreid.data import build_train_loader
 
+        if self.feature_table is not None:  # no workers: the rows are in memory
+            return FeatureBatches(self.feature_table, self._batch_size(), seed=self.cfg.seed, epoch=self.epoch,
+                                  start_batch=self.batch_in_epoch)
         loader = build_train_loader(
             self.dataset.train, self.labels, self.cfg.data, seed=self.cfg.seed, epoch=self.epoch,
             start_batch=self.batch_in_epoch, rank=self.dist.rank, world_size=self.dist.world_size,
@@ -250,7 +311,8 @@ class Trainer:
             for h in self.hooks:
                 h.before_epoch(self)
         loader = self._train_loader()
-        self.steps_this_epoch = loader.batch_sampler.batches_per_epoch  # the full epoch, also when resuming
+        # the full epoch, also when resuming
+        self.steps_this_epoch = getattr(loader, "batch_sampler", loader).batches_per_epoch
         if cfg.train.steps_per_epoch:
             self.steps_this_epoch = min(self.steps_this_epoch, cfg.train.steps_per_epoch)
         t0, seen = time.perf_counter(), 0
@@ -260,7 +322,7 @@ class Trainer:
             lr = self._set_lr()
             batch = self._to_device(batch)
             values = self.train_step(batch)
-            seen += batch["images"].shape[0] * self.dist.world_size
+            seen += batch["labels"].shape[0] * self.dist.world_size
             if self.step % max(cfg.train.log_every, 1) == 0 or self.batch_in_epoch == self.steps_this_epoch:
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 self.log.log(self.step, {**values, "lr": lr, "epoch": self.epoch, "images_per_s": rate})
@@ -305,6 +367,8 @@ class Trainer:
     def _steps_per_epoch(self) -> int:
         from vreid.data.sampler import IdentityBatchSampler
 
+        if self.feature_table is not None:
+            return FeatureBatches(self.feature_table, self._batch_size(), self.cfg.seed, self.epoch).batches_per_epoch
         sampler = IdentityBatchSampler(self.labels, self.cfg.data.ids_per_batch, self.cfg.data.images_per_id,
                                        seed=self.cfg.seed, epoch=self.epoch, rank=self.dist.rank,
                                        world_size=self.dist.world_size)
@@ -362,9 +426,20 @@ class Trainer:
     # ----- evaluation --------------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, Any]:
         """Embed query and gallery (each process its share), evaluate under the dataset's protocol, log and save."""
-        from vreid.engine.evaluate import evaluate_method
+        from vreid.engine.evaluate import evaluate_and_save, evaluate_method
 
-        results = evaluate_method(self.method, self.dataset, self.cfg, self.device, self.output_dir, amp=self.amp)
+        if self.features is not None:  # a features method re-ranks the source's own query and gallery features
+            import dataclasses
+
+            qf, _ = self.features.split("query")
+            gf, _ = self.features.split("gallery")
+            cfg = dataclasses.replace(self.cfg, eval=dataclasses.replace(
+                self.cfg.eval, rerank_options={"model": self.method}))
+            results = evaluate_and_save(qf.to(self.device), gf.to(self.device), self.dataset, cfg,
+                                        self.output_dir if self.dist.is_main else None, rerank=self.method.rerank)
+        else:
+            results = evaluate_method(self.method, self.dataset, self.cfg, self.device, self.output_dir,
+                                      amp=self.amp)
         if self.dist.is_main:
             self.log.log(self.step, {k: v for k, v in results.items() if isinstance(v, float)})
         barrier(self.dist)

@@ -58,6 +58,8 @@ class DataInfo:
     width: int = 256
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    #: the size of the feature rows a features method trains on (0: it trains on images)
+    feature_dim: int = 0
 
 
 class ReidMethod(nn.Module):
@@ -72,6 +74,9 @@ class ReidMethod(nn.Module):
     Config: type[MethodConfig] = MethodConfig
     #: True for methods that learn without identity labels (they provide a label-refresh hook).
     unsupervised: bool = False
+    #: "images", or "features": the method trains on rows of features extracted by another run (its config's
+    #: `features` key; vreid.data.features gives the batches) and `embed` takes those rows' neighbourhoods.
+    inputs: str = "images"
 
     def __init__(self, cfg: MethodConfig, info: DataInfo) -> None:
         super().__init__()

@@ -1,4 +1,6 @@
-"""Re-ranking: exact k-reciprocal computed sparsely, the O(kN) mutual-kNN variant, query expansion."""
+"""Re-ranking: exact k-reciprocal computed sparsely, the O(kN) mutual-kNN variant, query expansion, and the
+learned contextual re-ranker (vreid.rerank.contextual)."""
+from vreid.rerank.contextual import ContextualDistances
 from vreid.rerank.kreciprocal import KReciprocalDistances, k_reciprocal
 from vreid.rerank.knn import KNN_BACKENDS, knn
 from vreid.rerank.query_expansion import expand_queries

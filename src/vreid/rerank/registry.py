@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from vreid.registry import Registry
+from vreid.rerank.contextual import ContextualDistances
 from vreid.rerank.kreciprocal import KReciprocalDistances
 from vreid.rerank.query_expansion import (AlphaQueryExpansionDistances, FastReidAqeDistances,
                                           QueryExpansionDistances)
@@ -20,6 +21,9 @@ RERANKERS.register("alpha_qe", exact=False, options="k=5 alpha=3.0 expand_galler
     AlphaQueryExpansionDistances)
 RERANKERS.register("fastreid_aqe", exact=True, options="qe_times=1 qe_k=10 alpha=3.0 knn_backend=torch|faiss")(
     FastReidAqeDistances)
+RERANKERS.register("contextual", exact=False,
+                   options="model=RUN k=(the run's) gamma=(the run's) lambda_value=0 search=gallery|all chunk_size=1024")(
+    ContextualDistances)
 
 #: Arguments every factory takes from the evaluator itself, never from `eval.rerank_options`.
 _EVALUATOR_ARGS = ("self", "qf", "gf", "metric")
