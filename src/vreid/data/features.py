@@ -50,11 +50,13 @@ class NeighbourhoodTable:
 
 class FeatureBatches:
     """One epoch of probe batches over a NeighbourhoodTable: a seeded permutation per epoch (the same after a
-    resume), `batch_size` probes a batch, the last smaller one kept; starts at batch `start_batch`."""
+    resume), `batch_size` probes a batch, the last smaller one kept; starts at batch `start_batch`. In a process
+    group each rank takes every world_size-th probe of each batch."""
 
-    def __init__(self, table: NeighbourhoodTable, batch_size: int, seed: int, epoch: int, start_batch: int = 0
-                 ) -> None:
+    def __init__(self, table: NeighbourhoodTable, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.table, self.batch_size, self.start_batch = table, batch_size, start_batch
+        self.rank, self.world_size = rank, world_size
         self.order = torch.randperm(len(table.labels), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
 
     @property
@@ -67,5 +69,5 @@ class FeatureBatches:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         t = self.table
         for b in range(self.start_batch, self.batches_per_epoch):
-            rows = self.order[b * self.batch_size:(b + 1) * self.batch_size]
+            rows = self.order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size]
             yield neighbourhood_batch(t.features, t.labels, t.neighbours, rows)

@@ -229,7 +229,8 @@ class Trainer:
 
         if self.feature_table is not None:  # no workers: the rows are in memory
             return FeatureBatches(self.feature_table, self._batch_size(), seed=self.cfg.seed, epoch=self.epoch,
-                                  start_batch=self.batch_in_epoch)
+                                  start_batch=self.batch_in_epoch, rank=self.dist.rank,
+                                  world_size=self.dist.world_size)
         loader = build_train_loader(
             self.dataset.train, self.labels, self.cfg.data, seed=self.cfg.seed, epoch=self.epoch,
             start_batch=self.batch_in_epoch, rank=self.dist.rank, world_size=self.dist.world_size,
