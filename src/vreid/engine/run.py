@@ -26,6 +26,7 @@ from vreid.launch import launched_as_main
 from vreid.engine.preprocessing import model_preprocessing
 from vreid.engine.run_folder import RunLock, check_new_run, check_resume_settings, clear_run_outputs
 from vreid.engine.run_info import write_run_info
+from vreid.engine.stages import method_stages, run_stages
 from vreid.engine.trainer import Trainer, pick_device
 from vreid.fileio import atomic_path
 
@@ -40,8 +41,25 @@ def load_data(cfg: ExperimentConfig, verify: bool = True) -> ReidDataset:
 
 def run_training(cfg: ExperimentConfig, resume: bool = False, dataset: ReidDataset | None = None,
                  overwrite: bool = False, allow_changes: bool = False) -> dict[str, Any]:
-    """Train `cfg` into `cfg.output_dir`: a fresh folder, `resume` a stopped run, or `overwrite` an old one."""
+    """Train `cfg` into `cfg.output_dir`: a fresh folder, `resume` a stopped run, or `overwrite` an old one.
+
+    A method that declares stages (vreid.engine.stages) trains them in order, each a run of its own under
+    `<output_dir>/stages/`, and its last stage's model lands in `output_dir`.
+    """
     preflight(cfg, "train", check_data=dataset is None)
+    stages = method_stages(cfg)
+    if stages:
+        return run_stages(cfg, stages, _train_single_run, resume=resume, dataset=dataset, overwrite=overwrite,
+                          allow_changes=allow_changes)
+    return _train_single_run(cfg, resume=resume, dataset=dataset, overwrite=overwrite, allow_changes=allow_changes,
+                             checked=True)
+
+
+def _train_single_run(cfg: ExperimentConfig, resume: bool = False, dataset: ReidDataset | None = None,
+                      overwrite: bool = False, allow_changes: bool = False, checked: bool = False) -> dict[str, Any]:
+    """One ordinary training run (a whole run, or one stage of a multi-stage run)."""
+    if not checked:
+        preflight(cfg, "train", check_data=dataset is None)
 
     def check_folder() -> dict[str, Any]:
         check_new_run(cfg.output_dir, resume, overwrite)

@@ -71,6 +71,10 @@ def write_folder_report(folder: str | Path, output: str | Path | None = None, ov
              f"{results.get('junk_rule_text', junk_rule)}",
              f"ranked lists: the top {indices.shape[1]} of ranked.npz, by the distances the evaluation scored "
              f"(metric {cfg.eval.metric}, re-ranking {ranked_by})"]
+    #: panels a method leaves in its run folder: (file, title, caption)
+    panels = [("residuals.png", "Residuals (SAVER)", "Per vehicle, left to right: the image, the VAE's "
+               "reconstruction, the min-max normalised residual, and the Re-ID input mixed from them.")]
+    figures = [(title, caption, folder / png) for png, title, caption in panels if (folder / png).is_file()]
     curves = {name: results["cmc"]} if results.get("cmc") is not None else {}
     return write_report(Path(output) if output is not None else folder / "report.html", f"vreid: {folder}",
-                        {name: results}, curves, ranked, dataset.query, dataset.gallery, notes)
+                        {name: results}, curves, ranked, dataset.query, dataset.gallery, notes, figures)

@@ -25,6 +25,10 @@ def thumbnail_data_uri(path: str, height: int = 96) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def file_data_uri(path: str | Path, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 def line_chart_svg(series: Mapping[str, Sequence[tuple[float, float]]], x_ticks: Sequence[tuple[float, str]],
                    x_label: str, width: int = 420, height: int = 260) -> str:
     """Line chart with a 0-100 % y axis; point and tick x values are fractions of the plot's width."""
@@ -98,7 +102,9 @@ def pick_queries(num_queries: int, count: int, seed: int = 0) -> list[int]:
 
 def write_report(path: str | Path, title: str, results: Mapping[str, Mapping[str, Any]],
                  cmc_curves: Mapping[str, Sequence[float]], ranked: Sequence[tuple[int, list[int]]],
-                 query: Sequence[ImageRecord], gallery: Sequence[ImageRecord], notes: Sequence[str] = ()) -> Path:
+                 query: Sequence[ImageRecord], gallery: Sequence[ImageRecord], notes: Sequence[str] = (),
+                 figures: Sequence[tuple[str, str, str | Path]] = ()) -> Path:
+    """`figures`: (title, caption, PNG file) panels a method wrote next to the run (SAVER's residuals.png)."""
     columns = [*result_columns(results.values()), *verification_columns(results.values())]
     rows = "".join(
         "<tr><td>" + html.escape(name) + "</td>" +
@@ -120,6 +126,8 @@ def write_report(path: str | Path, title: str, results: Mapping[str, Mapping[str
             cells.append(f'<figure class="{"hit" if ok else "miss"}"><img src="{thumbnail_data_uri(g.path)}">'
                          f'<figcaption>#{rank} id {g.vehicle_id} cam {g.camera_id}</figcaption></figure>')
         lists.append('<div class="row">' + "".join(cells) + "</div>")
+    figures_html = "".join(f"<h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>"
+                           f'<img class="panel" src="{file_data_uri(png)}">' for title, caption, png in figures)
     notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -130,6 +138,7 @@ td:first-child {{ text-align: left; }}
 figure {{ margin: 0; padding: 3px; border: 4px solid transparent; font-size: 10px; text-align: center; }}
 figure img {{ height: 96px; display: block; }}
 figure.query {{ border-color: #333; margin-right: 14px; }}
+img.panel {{ image-rendering: pixelated; width: 384px; }}
 figure.hit {{ border-color: #2a2; }} figure.miss {{ border-color: #d22; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
@@ -137,6 +146,7 @@ figure.hit {{ border-color: #2a2; }} figure.miss {{ border-color: #d22; }}
 <h2>Metrics (%)</h2><table><tr><th></th>{header}</tr>{rows}</table>
 <h2>CMC</h2>{cmc_svg(cmc_curves)}
 {roc_html}
+{figures_html}
 <h2>Ranked gallery</h2><p>Query on the left (black); matches framed green, wrong vehicles red. Same-camera images of
 the query's vehicle are left out where the protocol removes them (its junk rule is in the notes above).</p>
 {"".join(lists)}
