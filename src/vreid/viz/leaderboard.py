@@ -41,6 +41,24 @@ def _pct(d: dict[str, Any], key: str) -> str:
     return f"{100 * v:.1f}" if v is not None else "-"
 
 
+def rerankers_section(path: Path) -> list[str]:
+    """Markdown lines for the re-rankers compared on one run's features (`docs/results_rerankers.json`: a title,
+    the features, how they were made, and rows of re-ranker, runs, mAP and R-1 means and stds in %); [] without it."""
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+
+    def cell(mean: float, std: float | None) -> str:
+        return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+    lines = ["", f"## {data['title']}", "", data["about"], "",
+             "| re-ranker | runs | mAP | R-1 |", "| --- | --- | --- | --- |"]
+    for r in data["rows"]:
+        lines.append(f"| {r['rerank']} | {r['runs']} | {cell(r['mAP'], r.get('mAP_std'))} | "
+                     f"{cell(r['rank1'], r.get('rank1_std'))} |")
+    return lines
+
+
 def write_results_md(path: Path, rows: dict[tuple[str, str], Row]) -> None:
     lines = [
         "# Results on the synthetic world",
@@ -63,6 +81,7 @@ def write_results_md(path: Path, rows: dict[tuple[str, str], Row]) -> None:
             f"{_pct(r.plain, 'rank5')} | {_pct(r.plain, 'mINP')} | {_pct(r.plain, 'mCGM')} | {_pct(r.reranked, 'mAP')} | "
             f"{_pct(r.reranked, 'rank1')} | {r.train_seconds / 60:.1f} min | {r.params / 1e6:.2f} M | `{r.config}` |"
         )
+    lines += rerankers_section(path.parent / "results_rerankers.json")
     lines += ["", "## Commands", ""]
     for r in rows.values():
         lines.append(f"- {r.name}: `{r.command}` (re-ranking: {r.rerank})")
