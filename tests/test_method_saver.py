@@ -133,3 +133,54 @@ def test_a_vae_of_other_settings_is_refused(tmp_path):
 def test_the_vae_needs_sides_divisible_by_its_strides():
     with pytest.raises(ValueError, match="divisible by 8"):
         ConvVAE(VaeConfig(widths=[4, 4, 4]), 36, 32)
+
+
+# --- EVER (residual_use: excite) ------------------------------------------------------------------------------------
+
+def test_ever_alpha_fades_from_one_to_zero():
+    from vreid.methods.saver import excitation_alpha
+
+    assert excitation_alpha(0, 10) == pytest.approx(1.0)
+    assert excitation_alpha(5, 10) == pytest.approx(0.5)
+    assert excitation_alpha(10, 10) == pytest.approx(0.0, abs=1e-12) and excitation_alpha(12, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ever_excites_the_chosen_stages_in_training_only():
+    torch.manual_seed(0)
+    method = build_method(saver_cfg(residual_use="excite"), INFO)
+    plain = build_method(saver_cfg(residual_weight=0.0, learn_residual_weight=False), INFO)
+    plain.load_state_dict({k: v for k, v in method.state_dict().items() if k in plain.state_dict()})
+    b = batch()
+    seen = []
+    handle = method.backbone.layer3.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].clone()))
+    plain_seen = []
+    plain.backbone.layer3.register_forward_hook(lambda _m, inputs, _o: plain_seen.append(inputs[0].clone()))
+    method.train(), plain.train()
+    for m in (method, plain):   # identical BN batch statistics: both see the same batch in train mode
+        m(b)
+    assert not torch.allclose(seen[0], plain_seen[0])        # layer2's output (layer3's input) was excited
+    method.excite_alpha = 0.0
+    method(b), plain(b)
+    assert torch.allclose(seen[1], plain_seen[1], atol=1e-6)  # alpha 0: the plain trunk
+    handle.remove()
+    plain.load_state_dict({k: v for k, v in method.state_dict().items() if k in plain.state_dict()})  # same BN stats
+    method.eval(), plain.eval()
+    method.excite_alpha = 1.0
+    x = b["images"]
+    assert torch.allclose(method.embed(x), plain.embed(x), atol=1e-6)   # test time: no excitation, no VAE use
+    losses = method.losses(method.train()(b), b)
+    sum(losses.values()).backward()
+    assert method.backbone.conv1.weight.grad is not None and all(p.grad is None for p in method.vae.parameters())
+
+
+def test_ever_schedule_hook_and_bad_stages():
+    from types import SimpleNamespace
+
+    from vreid.methods.saver import ExcitationSchedule
+
+    method = build_method(saver_cfg(residual_use="excite"), INFO)
+    hook = [h for h in method.hooks() if isinstance(h, ExcitationSchedule)][0]
+    hook.before_epoch(SimpleNamespace(epoch=3, cfg=SimpleNamespace(schedule=SimpleNamespace(epochs=6))))
+    assert method.excite_alpha == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="excite_stages"):
+        saver_cfg(residual_use="excite", excite_stages=[0]).validate()

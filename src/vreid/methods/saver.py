@@ -6,6 +6,11 @@ vehicle-specific details. The Re-ID input is the convex combination X' = (1 - w)
 in [0, 1], learned as sigmoid of a scalar by default; the paper's alpha is 1 - w), fed to the `bot` baseline
 (its trunk, pooling, BNNeck, classifier and losses, reused from vreid.methods.bot). With w = 0 and not learned
 the VAE is not built and the method is `bot` exactly. The VAE is needed at test time too.
+
+`residual_use: excite` is the same group's EVER variant (AIC 2020), not SAVER: the image goes in unmixed, and
+during training only the residual's intensity map (channel mean, resized) excites the maps after the chosen
+trunk stages additively, f + alpha(t) * intensity * mean_c(f), with alpha(t) = 0.5 (1 + cos(pi t / T)) fading
+from 1 to 0 over the epochs; at test time alpha = 0, so embedding needs no VAE.
 """
 from __future__ import annotations
 
@@ -13,10 +18,11 @@ import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vreid.config.loader import bounds
@@ -53,9 +59,32 @@ class SaverConfig(BotConfig):
     vae_weights: str = ""
     #: vehicles shown in residuals.png (image, reconstruction, residual, mixed input) at the end of training
     residual_panel: int = field(default=6, metadata=bounds(0))
+    #: "mix": SAVER's input mixing; "excite": the EVER variant (residual_weight then unused)
+    residual_use: Literal["mix", "excite"] = "mix"
+    #: excite: the trunk stages (1 = layer1, ...) whose output maps are excited (EVER: after Res-1 and Res-2)
+    excite_stages: list[int] = field(default_factory=lambda: [1, 2])
 
     def uses_residual(self) -> bool:
-        return self.learn_residual_weight or self.residual_weight > 0
+        return self.residual_use == "excite" or self.learn_residual_weight or self.residual_weight > 0
+
+    def validate(self) -> None:
+        if not self.excite_stages or any(s not in (1, 2, 3, 4) for s in self.excite_stages):
+            raise ValueError(f"excite_stages: stages are 1..4 (layer1..layer4), got {self.excite_stages}")
+
+
+def excitation_alpha(epoch: int, epochs: int) -> float:
+    """EVER's fading weight 0.5 (1 + cos(pi t / T)): 1 at the first epoch, 0 at the end (and after)."""
+    return 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / max(epochs, 1)))
+
+
+class ExcitationSchedule(Hook):
+    """Before every epoch: the method's excitation weight from the epoch (EVER's cosine fade)."""
+
+    def __init__(self, method: "Saver") -> None:
+        self.method = method
+
+    def before_epoch(self, trainer) -> None:
+        self.method.excite_alpha = excitation_alpha(trainer.epoch, trainer.cfg.schedule.epochs)
 
 
 class ResidualMixer(nn.Module):
@@ -114,6 +143,11 @@ class Saver(BagOfTricks):
         if self.vae is not None:
             self.vae.requires_grad_(False)
         self.mixer = ResidualMixer(cfg.residual_weight, cfg.learn_residual_weight)
+        #: EVER's excitation weight of the current epoch (set by ExcitationSchedule; 0 outside training)
+        self.excite_alpha = 1.0
+        if cfg.residual_use == "excite" and not all(hasattr(self.backbone, f"layer{i}") for i in cfg.excite_stages):
+            raise ValueError(f"model.excite_stages: the backbone {cfg.backbone.name} has no stages layer1..layer4; "
+                             "use a ResNet backbone or model.residual_use=mix")
 
     @classmethod
     def training_stages(cls, cfg: "ExperimentConfig") -> list[Stage]:
@@ -153,17 +187,46 @@ class Saver(BagOfTricks):
         return {"input": from_unit_range(mixed, self.info.mean, self.info.std), "image": x, "recon": recon,
                 "residual": residual, "mixed": mixed}
 
+    def excitation_map(self, images: torch.Tensor) -> torch.Tensor:
+        """EVER: the residual's intensity (channel mean of the normalised residual), (B, 1, H, W) in [0, 1]."""
+        x = to_unit_range(images, self.info.mean, self.info.std)
+        with torch.no_grad():
+            recon, _, _ = self.vae(x)
+        return normalised_residual(x, recon.to(x.dtype)).mean(1, keepdim=True)
+
+    def excited_forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """bot's forward with the maps after `excite_stages` excited: f + alpha * intensity * mean_c(f)."""
+        intensity, alpha = self.excitation_map(batch["images"]), self.excite_alpha
+
+        def excite(_module, _inputs, out):
+            m = F.interpolate(intensity, size=out.shape[-2:], mode="bilinear", align_corners=False).to(out.dtype)
+            return out + alpha * m * out.mean(1, keepdim=True)
+
+        handles = [getattr(self.backbone, f"layer{i}").register_forward_hook(excite) for i in self.cfg.excite_stages]
+        try:
+            return super().forward(batch)
+        finally:
+            for h in handles:
+                h.remove()
+
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if self.cfg.residual_use == "excite":
+            if self.training and self.excite_alpha > 0:
+                return self.excited_forward(batch)
+            return super().forward(batch)
         out = super().forward({**batch, "images": self.mixed_input(batch["images"])["input"]})
         out["residual_weight"] = self.mixer.weight().detach()
         return out
 
     @torch.no_grad()
     def embed(self, images, camera_ids=None, viewpoints=None) -> torch.Tensor:
+        if self.cfg.residual_use == "excite":   # alpha = 0 at test time: the plain image, no VAE
+            return super().embed(images, camera_ids, viewpoints)
         return super().embed(self.mixed_input(images)["input"], camera_ids, viewpoints)
 
     def hooks(self) -> list[Hook]:
-        return [*super().hooks(), LoadVaeWeights(self), ResidualPanel(self)]
+        extra = [ExcitationSchedule(self)] if self.cfg.residual_use == "excite" else []
+        return [*super().hooks(), LoadVaeWeights(self), ResidualPanel(self), *extra]
 
     def param_groups(self, optim: "OptimConfig") -> list[dict[str, Any]]:
         groups = super().param_groups(optim)
