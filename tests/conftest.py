@@ -65,3 +65,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def train_run(cfg, hooks=(), resume=False):
+    """(results, trainer) of one Trainer run of `cfg`, the trainer closed afterwards."""
+    from vreid.engine.run import load_data
+    from vreid.engine.trainer import Trainer
+
+    trainer = Trainer(cfg, load_data(cfg), hooks=hooks)
+    try:
+        return trainer.fit(resume=resume), trainer
+    finally:
+        trainer.close()

@@ -10,12 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import CrashAt
+from conftest import CrashAt, train_run
 from vreid.config import load_experiment
 from vreid.config.catalog import PACKAGED_CONFIGS
 from vreid.engine.run import load_data
 from vreid.eval.distance import FeatureDistances
-from vreid.engine.trainer import Trainer
 from vreid.methods import DataInfo, build_method
 from vreid.models.contextual import ContextualNetConfig, ContextualRerankNet
 from vreid.rerank import RERANKERS
@@ -131,12 +130,7 @@ def features_config(root, features, out, **extra):
     return load_experiment(PACKAGED_CONFIGS / "rerank_net" / "synthetic.yaml", [f"{k}={v}" for k, v in base.items()])
 
 
-def train(cfg, hooks=(), resume=False):
-    trainer = Trainer(cfg, load_data(cfg), hooks=hooks)
-    try:
-        return trainer.fit(resume=resume), trainer
-    finally:
-        trainer.close()
+train = train_run
 
 
 @pytest.fixture(scope="module")

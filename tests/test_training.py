@@ -13,23 +13,16 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import CrashAt, tiny_overrides
+from conftest import CrashAt, tiny_overrides, train_run
 from vreid.config import load_experiment
 from vreid.engine.hooks import Hook
-from vreid.engine.run import load_data
-from vreid.engine.trainer import Trainer
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
-def train(cfg, hooks=(), resume=False):
-    trainer = Trainer(cfg, load_data(cfg), hooks=hooks)
-    try:
-        return trainer.fit(resume=resume), trainer
-    finally:
-        trainer.close()
+train = train_run
 
 
 class SignalAt(Hook):
