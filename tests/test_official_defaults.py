@@ -26,7 +26,7 @@ def test_mhsa_position_term_official_is_r_i_dot_q_j():
     mhsa = RelPosMHSA(8, (2, 3), heads=2)
     x = torch.randn(1, 8, 2, 3)
     q, k, v = (f(x).view(1, 2, 4, 6)[0] for f in (mhsa.query, mhsa.key, mhsa.value))
-    r = mhsa.positions(2, 3)                                        # (heads, d, HW)
+    r = (mhsa.rel_h + mhsa.rel_w).detach().flatten(2)             # (heads, d, HW): rows x columns, row-major
     for position, pos_logits in (("official", torch.einsum("ndi,ndj->nij", r, q)),
                                  ("paper", torch.einsum("ndi,ndj->nij", q, r))):
         mhsa.position = position
@@ -99,11 +99,12 @@ def test_branch_options_are_written_out_with_the_builders_defaults():
 def test_official_2x2g_losses_swap_in_the_second_copy():
     two = load_experiment("configs/mbr/archs/mbr-2x2g.yaml").model
     assert [b.kind for b in two.branches] == ["grouped_mhsa", "grouped_mhsa"]
-    pattern = [[("ce" if e.ce else "triplet", e.ce or e.triplet) for e in b.embeddings] for b in two.branches]
-    assert pattern == [[("ce", 0.6), ("triplet", 1.0)], [("triplet", 0.4), ("ce", 0.4)]]
+    pattern = [[(e.ce, e.triplet) for e in b.embeddings] for b in two.branches]
+    assert pattern == [[(0.6, 0.0), (0.0, 1.0)], [(0.0, 0.4), (0.4, 0.0)]]
     r50 = load_experiment("configs/mbr/archs/mbr-r50-2x2g.yaml").model
     assert [b.kind for b in r50.branches] == ["grouped_layer4", "grouped_layer4"]
-    assert [[e.ce or e.triplet for e in b.embeddings] for b in r50.branches] == [[0.6, 1.0], [1.0, 0.6]]
+    assert [[(e.ce, e.triplet) for e in b.embeddings] for b in r50.branches] == [[(0.6, 0.0), (0.0, 1.0)],
+                                                                                [(0.0, 1.0), (0.6, 0.0)]]
 
 
 # --- SBS / MoReID non-local ----------------------------------------------------------------------------------------

@@ -59,8 +59,7 @@ def method_stages(cfg: ExperimentConfig) -> list[Stage]:
     """The stages `cfg`'s method declares for these settings; [] for a single-stage method."""
     from vreid.methods import METHODS
 
-    declare = getattr(METHODS.get(cfg.model.name), "training_stages", None)
-    stages = list(declare(cfg)) if declare is not None else []
+    stages = list(METHODS.get(cfg.model.name).training_stages(cfg))
     names = [s.name for s in stages]
     if len(set(names)) != len(names) or any(not n or os.sep in n or n.startswith(".") for n in names):
         raise ValueError(f"method {cfg.model.name!r} declares stages with bad or repeated names: {names}")

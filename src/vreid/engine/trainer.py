@@ -435,7 +435,7 @@ class Trainer:
             qf, _ = self.features.split("query")
             gf, _ = self.features.split("gallery")
             cfg = dataclasses.replace(self.cfg, eval=dataclasses.replace(
-                self.cfg.eval, rerank_options={"model": self.method}))
+                self.cfg.eval, rerank_options={**self.cfg.eval.rerank_options, "model": self.method}))
             results = evaluate_and_save(qf.to(self.device), gf.to(self.device), self.dataset, cfg,
                                         self.output_dir if self.dist.is_main else None, rerank=self.method.rerank)
         else:

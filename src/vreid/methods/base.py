@@ -10,8 +10,9 @@ from torch import nn
 from vreid.registry import Registry
 
 if TYPE_CHECKING:
-    from vreid.config.schema import OptimConfig
+    from vreid.config.schema import ExperimentConfig, OptimConfig
     from vreid.engine.hooks import Hook
+    from vreid.engine.stages import Stage
 
 #: name -> ReidMethod subclass; each class carries its own `Config` dataclass. The methods (every public module of
 #: vreid.methods) are imported on the first lookup, so the engine can import this contract without them.
@@ -99,6 +100,11 @@ class ReidMethod(nn.Module):
         raise NotImplementedError
 
     def hooks(self) -> list["Hook"]:
+        return []
+
+    @classmethod
+    def training_stages(cls, cfg: "ExperimentConfig") -> list["Stage"]:
+        """The stages one `vreid train` runs for this method (vreid.engine.stages); [] = a single plain run."""
         return []
 
     def param_groups(self, optim: "OptimConfig") -> list[dict[str, Any]]:

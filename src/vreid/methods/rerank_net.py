@@ -29,7 +29,7 @@ class RerankNetConfig(MethodConfig):
     slots: int = field(default=8, metadata=bounds(1))
     dropout: float = field(default=0.1, metadata=bounds(0, 1))
     rank_embedding: bool = True
-    similarity_token: bool = True
+    similarity_token: bool = False
     #: the expansion x + sum_j c_j^gamma x_j
     gamma: float = field(default=1.0, metadata=bounds(above=0))
     #: train-time input noise against the too clean training embeddings: dropout p, Gaussian sigma

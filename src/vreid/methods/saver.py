@@ -142,7 +142,9 @@ class Saver(BagOfTricks):
         self.vae = ConvVAE(cfg.vae, info.height, info.width) if cfg.uses_residual() else None
         if self.vae is not None:
             self.vae.requires_grad_(False)
-        self.mixer = ResidualMixer(cfg.residual_weight, cfg.learn_residual_weight)
+        # EVER feeds the image itself: a fixed weight 0, no learned parameter
+        self.mixer = (ResidualMixer(cfg.residual_weight, cfg.learn_residual_weight) if cfg.residual_use == "mix"
+                      else ResidualMixer(0.0, learn=False))
         #: EVER's excitation weight of the current epoch (set by ExcitationSchedule; 0 outside training)
         self.excite_alpha = 1.0
         if cfg.residual_use == "excite" and not all(hasattr(self.backbone, f"layer{i}") for i in cfg.excite_stages):
@@ -179,20 +181,21 @@ class Saver(BagOfTricks):
         """The Re-ID input from loader images (mean/std normalised), with the unit-range pieces it came from."""
         if self.vae is None:
             return {"input": images}
-        x = to_unit_range(images, self.info.mean, self.info.std)
-        with torch.no_grad():
-            recon, _, _ = self.vae(x)
-        residual = normalised_residual(x, recon.to(x.dtype))
+        x, recon, residual = self.residual(images)
         mixed = self.mixer(x, residual)
         return {"input": from_unit_range(mixed, self.info.mean, self.info.std), "image": x, "recon": recon,
                 "residual": residual, "mixed": mixed}
 
-    def excitation_map(self, images: torch.Tensor) -> torch.Tensor:
-        """EVER: the residual's intensity (channel mean of the normalised residual), (B, 1, H, W) in [0, 1]."""
+    def residual(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(image in [0, 1], the frozen VAE's reconstruction, the normalised residual) of loader images."""
         x = to_unit_range(images, self.info.mean, self.info.std)
         with torch.no_grad():
             recon, _, _ = self.vae(x)
-        return normalised_residual(x, recon.to(x.dtype)).mean(1, keepdim=True)
+        return x, recon, normalised_residual(x, recon.to(x.dtype))
+
+    def excitation_map(self, images: torch.Tensor) -> torch.Tensor:
+        """EVER: the residual's intensity (channel mean of the normalised residual), (B, 1, H, W) in [0, 1]."""
+        return self.residual(images)[2].mean(1, keepdim=True)
 
     def excited_forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """bot's forward with the maps after `excite_stages` excited: f + alpha * intensity * mean_c(f)."""

@@ -25,7 +25,7 @@ class ContextualNetConfig:
     slots: int = 8          # m memory slots
     dropout: float = 0.1
     rank_embedding: bool = True
-    similarity_token: bool = True   # the scalar s(p, n_j) through a small MLP, added to each token
+    similarity_token: bool = False  # the scalar cos(p, n_j) through a small MLP, added to each token
 
 
 class ContextualMemory(nn.Module):
@@ -66,7 +66,10 @@ class ContextualRerankNet(nn.Module):
         t = self.project(tokens)
         if self.rank is not None:
             t = t + self.rank.weight[:n]
-        if self.similarity is not None and similarities is not None:
+        if self.similarity is not None:
+            if similarities is None:   # cos(probe, neighbour j) from the tokens themselves
+                unit = F.normalize(tokens, dim=-1)
+                similarities = (unit[:, 1:] * unit[:, :1]).sum(-1)
             s = torch.cat([similarities.new_ones(b, 1), similarities], 1)   # the probe's own similarity is 1
             t = t + self.similarity(s.unsqueeze(-1))
         h = self.encoder(t)

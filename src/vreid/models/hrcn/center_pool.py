@@ -63,13 +63,16 @@ class CenterPool(nn.Module):
         super().__init__()
         self.parts, self.shape = parts, shape
         self.make_masks = PART_SHAPES.get(shape)
+        self._stacked: dict[tuple, torch.Tensor] = {}   # (h, w, device, dtype) -> masks, built once per map size
 
     def masks(self, height: int, width: int) -> list[torch.Tensor]:
         return self.make_masks(height, width, self.parts)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        masks = torch.stack(self.masks(x.shape[-2], x.shape[-1])).to(device=x.device, dtype=x.dtype)
-        return [x * m for m in masks] + [x]
+        key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
+        if key not in self._stacked:
+            self._stacked[key] = torch.stack(self.masks(key[0], key[1])).to(device=x.device, dtype=x.dtype)
+        return [x * m for m in self._stacked[key]] + [x]
 
     def extra_repr(self) -> str:
         return f"parts={self.parts}, shape={self.shape}"
