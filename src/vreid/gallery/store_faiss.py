@@ -280,7 +280,7 @@ class FaissSqliteStore:
             self._refresh()
             if not len(ids):
                 return np.zeros((0, self.info.dim), np.float32)
-            return np.stack([self._index.reconstruct(int(i)) for i in ids]).astype(np.float32)
+            return self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64)).astype(np.float32)
 
     def __len__(self) -> int:
         with self._lock:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hmac
 import json
 import mimetypes
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vreid.gallery.base import Embedder, GalleryItem, GalleryStore, Hit
+from vreid.gallery.search import format_time
 from vreid.serve.body_limit import BodyLimit
 from vreid.serve.service import MAX_TOP_K, GalleryService, ServiceLimits
 from vreid.serve.uploads import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, RequestError, decode_image,
@@ -37,7 +37,7 @@ def item_json(item_id: int, item: GalleryItem, distance: float | None = None) ->
     out: dict[str, Any] = {"id": item_id, "name": Path(item.path).name, "camera": item.camera, "time": item.time,
                            "time_iso": None, "vehicle_id": item.vehicle_id, "image": f"/api/images/{item_id}"}
     if item.time is not None:
-        out["time_iso"] = datetime.fromtimestamp(item.time, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+        out["time_iso"] = format_time(item.time)
     if distance is not None:
         out["distance"] = float(distance)
     return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from datetime import datetime, timezone
 
 from PIL import Image, UnidentifiedImageError
 
@@ -64,21 +63,16 @@ def image_suffix(data: bytes) -> str:
 
 
 def parse_time(text: str | None, name: str) -> float | None:
-    """Epoch seconds (UTC) from `text`: a number, or ISO 8601 (a time without a zone is taken as UTC)."""
+    """Epoch seconds (UTC) from `text`, as `vreid search` reads it (`vreid.gallery.search.parse_time`); None or ""
+    = no bound; a bad value is a 400 naming the parameter."""
+    from vreid.gallery.search import SearchError, parse_time as parse_search_time
+
     if text is None or text.strip() == "":
         return None
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise RequestError(400, f"{name}={text!r} is not a time; give epoch seconds (1700000000) or ISO 8601 "
-                                "(2024-05-01T08:30:00Z)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+        return parse_search_time(text, name)
+    except SearchError as e:
+        raise RequestError(400, str(e)) from None
 
 
 def parse_cameras(text: str | None) -> list[int] | None:
