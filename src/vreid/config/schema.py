@@ -35,6 +35,12 @@ def _rerankers():
     return ("none", *RERANKERS.names())
 
 
+def _distances():
+    from vreid.eval.distance import DISTANCES
+
+    return DISTANCES
+
+
 def _protocols():
     from vreid.eval.protocols import PROTOCOLS
 
@@ -137,7 +143,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    metric: str = field(default="euclidean", metadata=choices("euclidean", "cosine"))
+    #: a name in vreid.eval.distance.DISTANCES; a method that ranks by its own distance sets it (see
+    #: MethodConfig.retrieval_metric)
+    metric: str = field(default="euclidean", metadata=choices(registry=_distances))
     rerank: str = field(default="none", metadata=choices(registry=_rerankers))
     protocol: str | None = field(default=None, metadata=choices(registry=_protocols))
     flip: bool = False
@@ -170,6 +178,16 @@ class ExperimentConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        """A method that ranks by its own distance (e.g. musp: weighted_parts) sets `eval.metric` to it."""
+        own = self.model.retrieval_metric() if self.model is not None else None
+        if own is None or self.eval.metric == own:
+            return
+        if self.eval.metric != "euclidean":
+            raise FieldError("eval.metric", f"method '{self.model.name}' ranks by its own distance '{own}', not "
+                                            f"'{self.eval.metric}'; remove eval.metric or set it to {own}")
+        self.eval.metric = own
 
 
 def load_experiment(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:

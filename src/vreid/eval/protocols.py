@@ -26,9 +26,9 @@ def distance_source(qf: Any, gf: Any, metric: str = "euclidean", rerank: str = "
     """Query x gallery distances, re-ranked by the named re-ranker ("none", "kreciprocal", "sparse", "aqe", ...)."""
     if rerank in (None, "", "none"):
         return FeatureDistances(qf, gf, metric)
-    from vreid.rerank import RERANKERS
+    from vreid.rerank.registry import build_reranker
 
-    return RERANKERS.get(rerank)(qf, gf, metric=metric, **(rerank_options or {}))
+    return build_reranker(rerank, qf, gf, metric, **(rerank_options or {}))
 
 
 def evaluate(qf: Any, gf: Any, q_ids: Any, g_ids: Any, q_cams: Any = None, g_cams: Any = None,

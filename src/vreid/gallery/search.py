@@ -119,9 +119,8 @@ def search_store(store: GalleryStore, queries: np.ndarray, top_k: int = 10, rera
     max(RERANK_CANDIDATES, 3k) candidates are re-ranked by it and their re-ranked distances returned."""
     if rerank in (None, "", "none"):
         return store.search(queries, top_k, cameras=cameras, after=after, before=before)
-    from vreid.rerank import RERANKERS
+    from vreid.rerank.registry import build_reranker
 
-    factory = RERANKERS.get(rerank)
     pool = max(RERANK_CANDIDATES, 3 * top_k)
     out = []
     for q, hits in zip(np.atleast_2d(queries), store.search(queries, pool, cameras=cameras, after=after,
@@ -131,8 +130,8 @@ def search_store(store: GalleryStore, queries: np.ndarray, top_k: int = 10, rera
             continue
         gallery = store.vectors([h.id for h in hits])
         query = q[None].astype(np.float32)
-        distances = np.asarray(factory(query, gallery, metric=store.info.metric, **_fit_options(rerank, len(hits)))
-                               .block(0, 1).cpu()).reshape(-1)
+        source = build_reranker(rerank, query, gallery, store.info.metric, **_fit_options(rerank, len(hits)))
+        distances = np.asarray(source.block(0, 1).cpu()).reshape(-1)
         order = np.lexsort((np.arange(len(hits)), distances))[:top_k]
         out.append([Hit(hits[i].id, float(distances[i]), hits[i].item) for i in order])
     return out

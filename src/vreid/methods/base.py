@@ -47,6 +47,11 @@ class MethodConfig:
         """The labels these settings make the method read from every training image; none by default."""
         return []
 
+    def retrieval_metric(self) -> str | None:
+        """The distance (a name in vreid.eval.distance.DISTANCES) these settings' embeddings must be ranked by,
+        which then becomes the run's `eval.metric`; None: the embeddings are plain rows, `eval.metric` chooses."""
+        return None
+
 
 @dataclass
 class DataInfo:
@@ -69,7 +74,8 @@ class ReidMethod(nn.Module):
     - forward(batch) -> dict of named output tensors (training mode);
     - losses(outputs, batch) -> dict of named, already weighted scalar losses (the trainer sums them);
     - embed(images, camera_ids=None, viewpoints=None) -> (B, D) retrieval features (eval mode).
-    Optional: hooks() for step/epoch callbacks, param_groups() for per-part learning rates.
+    Optional: hooks() for step/epoch callbacks, param_groups() for per-part learning rates, attention_maps(images)
+    for the report.
     """
 
     Config: type[MethodConfig] = MethodConfig
@@ -101,6 +107,12 @@ class ReidMethod(nn.Module):
 
     def hooks(self) -> list["Hook"]:
         return []
+
+    @torch.no_grad()
+    def attention_maps(self, images: torch.Tensor) -> torch.Tensor | None:
+        """(B, M, h, w) non-negative maps of where the method looks in each image, for the report's attention
+        view (vreid.viz.report); None for a method without such maps."""
+        return None
 
     @classmethod
     def training_stages(cls, cfg: "ExperimentConfig") -> list["Stage"]:

@@ -248,6 +248,28 @@ def _rank_long_ties(x: torch.Tensor, dist: np.ndarray, idx: np.ndarray, k: int) 
         idx[r, :k], dist[r, :k] = topk_block(distance_block(x[r], x, "euclidean"), k)
 
 
+def knn_by_distance(x: torch.Tensor, k: int, distance: Any, with_row_max: bool = True,
+                    chunk_size: int | None = None, on_block: BlockHook | None = None) -> KnnResult:
+    """Exact kNN (self included) of prepared rows `x` by a registered distance that is not a vector one
+    (vreid.eval.distance.RowDistance, e.g. weighted_parts): full rows of distances one block of rows at a time,
+    in a stable sort's order, with each row's maximum. `on_block(r0, r1, 0, N, d)` sees every block."""
+    n = x.shape[0]
+    k = min(k, n)
+    state = distance.gallery_state(x)
+    dists, idxs, maxima = [], [], []
+    chunk = chunk_size or auto_chunk_size(n, 8, device=x.device)
+    for i0, i1 in track(iter_blocks(n, chunk), "kNN rows", n, units=block_rows):
+        d = distance.block(x[i0:i1], x, state)
+        if on_block is not None:
+            on_block(i0, i1, 0, n, d)
+        if with_row_max:
+            maxima.append(d.amax(1))
+        vals, idx = stable_topk(d, k)
+        dists.append(vals)
+        idxs.append(idx)
+    return torch.cat(dists), torch.cat(idxs), torch.cat(maxima) if with_row_max else None
+
+
 def knn_tensors(x: torch.Tensor, k: int, backend: str = "torch", with_row_max: bool = True, **options
                 ) -> KnnResult:
     """`knn`'s answer as torch tensors on x's device."""

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vreid.eval.distance import auto_chunk_size, iter_blocks
+from vreid.eval.distance import RowDistance, auto_chunk_size, iter_blocks, row_distance
 from vreid.progress import track
-from vreid.rerank.knn import BlockHook, feature_device, knn_tensors, prepare_on_device
+from vreid.rerank.knn import BlockHook, feature_device, knn_by_distance, knn_tensors, prepare_on_device
 
 
 def _reciprocal(neighbours: torch.Tensor, width: int, block: int = 8192) -> torch.Tensor:
@@ -58,8 +58,9 @@ def sorted_unique(keys: torch.Tensor) -> torch.Tensor:
 
 
 def _pair_sqdist(x: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, nn_dist: torch.Tensor,
-                 nn_idx: torch.Tensor, block: int = 1 << 12) -> torch.Tensor:
-    """Squared distances of (row, col) pairs: looked up in either item's kNN list, the rest computed."""
+                 nn_idx: torch.Tensor, block: int = 1 << 12, distance: RowDistance | None = None) -> torch.Tensor:
+    """Squared distances of (row, col) pairs: looked up in either item's kNN list, the rest computed (by
+    `distance.pairs` for a distance that is not a vector one)."""
     n = len(nn_idx)
     nn_keys = (torch.arange(n, device=x.device)[:, None] * n + nn_idx).view(-1)
     nn_keys, order = torch.sort(nn_keys)
@@ -75,6 +76,9 @@ def _pair_sqdist(x: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, cols: to
     for s in range(0, len(rest), block):                         # small blocks: no large temporaries
         at = rest[s:s + block]
         r, c = rows[at], cols[at]
+        if distance is not None:
+            out[at] = distance.pairs(x[r], x[c])
+            continue
         dot = (x[r] * x[c]).sum(1)
         out[at] = (sq[r] + sq[c] - 2 * dot).clamp_(min=0)
     return out
@@ -133,6 +137,8 @@ class KReciprocalState:
     v_query: SparseRows          # Q x N, by row
     v_gallery: SparseRows        # N x G transposed: rows are the columns c, cols the gallery item
     lambda_value: float
+    #: the registered distance of the original term when it is not the squared Euclidean one of `x`
+    distance: RowDistance | None = None
 
 
 def _keep_query_gallery(out: torch.Tensor, num_query: int) -> BlockHook:
@@ -153,28 +159,37 @@ def by_column(v: SparseRows, first_row: int, num_cols: int) -> SparseRows:
 
 def encode(x: torch.Tensor, num_query: int, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
            knn_backend: str = "torch", knn_options: dict[str, Any] | None = None,
-           query_gallery: torch.Tensor | None = None) -> KReciprocalState:
+           query_gallery: torch.Tensor | None = None, distance: RowDistance | None = None) -> KReciprocalState:
     """Sparse V (after local query expansion) for all N = Q + G rows of `x` (queries first), on x's device.
 
     `query_gallery` (Q x G float32, torch backend only) receives the squared query-gallery distances of
-    the kNN pass, so that they need not be computed again.
+    the kNN pass, so that they need not be computed again. `distance`: a registered distance that is not a
+    vector one (its values stand for the squared distances; exact kNN by its blocks, torch backend only);
+    None: squared Euclidean between the rows of `x`.
     """
     n = x.shape[0]
     k = max(k1 + 1, k2)
     options = dict(knn_options or {})
     if query_gallery is not None:
         options["on_block"] = _keep_query_gallery(query_gallery, num_query)
-    nn_dist, neighbours, row_max = knn_tensors(x, k, knn_backend, with_row_max=True, **options)
+    if distance is None:
+        nn_dist, neighbours, row_max = knn_tensors(x, k, knn_backend, with_row_max=True, **options)
+    else:
+        if knn_backend != "torch":
+            raise ValueError(f"knn_backend {knn_backend!r}: faiss indexes rank by Euclidean or inner-product "
+                             "distance only; re-ranking by this distance needs knn_backend=torch")
+        nn_dist, neighbours, row_max = knn_by_distance(x, k, distance, with_row_max=True,
+                                                       on_block=options.get("on_block"))
     sq = x.pow(2).sum(1)
     rows, cols = expansion_sets(neighbours, k1)
-    weight = torch.exp(-(_pair_sqdist(x, sq, rows, cols, nn_dist, neighbours) / row_max[rows]))
+    weight = torch.exp(-(_pair_sqdist(x, sq, rows, cols, nn_dist, neighbours, distance=distance) / row_max[rows]))
     totals = torch.zeros(n, dtype=torch.float64, device=x.device).index_add_(0, rows, weight.double()).float()
     v = SparseRows(rows, cols, weight / totals[rows], n)
     if k2 != 1:  # V_i := mean of V over the k2 nearest neighbours of i
         v = neighbour_mean(v, neighbours[:, :k2])
     return KReciprocalState(x=x, sq=sq, row_max=row_max, num_query=num_query,
                             v_query=v.take_rows(0, num_query), v_gallery=by_column(v, num_query, n),
-                            lambda_value=lambda_value)
+                            lambda_value=lambda_value, distance=distance)
 
 
 def shared_mass(state: KReciprocalState, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
@@ -209,12 +224,13 @@ class KReciprocalDistances:
                  lambda_value: float = 0.3, knn_backend: str = "torch",
                  knn_options: dict[str, Any] | None = None, query_gallery: Any = None) -> None:
         q, g = prepare_on_device(qf, gf, metric)
+        distance = row_distance(metric)
         self.num_query, self.num_gallery = q.shape[0], g.shape[0]
         self.device = q.device  # callers allocate their block buffers here
         self.query_gallery = torch.as_tensor(query_gallery) if knn_backend == "torch" and query_gallery is not None \
             else None
         self.state = encode(torch.cat([q, g]), q.shape[0], k1, k2, lambda_value, knn_backend, knn_options,
-                            self.query_gallery)
+                            self.query_gallery, None if distance.vector else distance)
         self._scratch = torch.empty(0, device=q.device)
 
     def block(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -228,6 +244,9 @@ class KReciprocalDistances:
         if self.query_gallery is not None:     # elementwise, so `out` may be these very rows
             rows = self.query_gallery[start:stop].to(scale.device)
             out = torch.mul(rows, scale, out=out)
+        elif st.distance is not None:
+            x = st.x
+            out = st.distance.block(x[start:stop], x[Q:], st.distance.gallery_state(x[Q:]), out).mul_(scale)
         else:
             x = st.x
             out = torch.addmm(st.sq[Q:].unsqueeze(0), x[start:stop], x[Q:].T, alpha=-2.0, out=out)

@@ -1,8 +1,14 @@
-"""RERANKERS: name -> factory(qf, gf, metric=..., **options) returning a DistanceSource of re-ranked distances."""
+"""RERANKERS: name -> factory(qf, gf, metric=..., **options) returning a DistanceSource of re-ranked distances.
+
+A re-ranker registered with `any_distance=True` re-ranks by every registered distance (vreid.eval.distance); the
+others treat the (prepared) rows as vectors, so `build_reranker` refuses them for a distance that is not a vector
+one (e.g. weighted_parts) rather than re-rank packed rows as if they were plain features.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from vreid.errors import VreidError
 from vreid.registry import Registry
 from vreid.rerank.contextual import ContextualDistances
 from vreid.rerank.kreciprocal import KReciprocalDistances
@@ -12,7 +18,8 @@ from vreid.rerank.sparse_knn import SparseKnnDistances
 
 RERANKERS: Registry[Callable[..., Any]] = Registry("re-ranker")
 
-RERANKERS.register("kreciprocal", exact=True, options="k1=20 k2=6 lambda_value=0.3 knn_backend=torch|faiss")(
+RERANKERS.register("kreciprocal", exact=True, any_distance=True,
+                   options="k1=20 k2=6 lambda_value=0.3 knn_backend=torch|faiss")(
     KReciprocalDistances)
 RERANKERS.register("sparse", exact=False, options="k=30 lambda_value=0.3 knn_backend=torch|faiss")(
     SparseKnnDistances)
@@ -25,8 +32,29 @@ RERANKERS.register("contextual", exact=False,
                    options="model=RUN k=(the run's) gamma=(the run's) lambda_value=0 search=gallery|all chunk_size=1024")(
     ContextualDistances)
 
+class RerankError(VreidError, ValueError):
+    """A re-ranker asked to do what it cannot (e.g. re-rank a distance it does not compute); names the fix."""
+
+
 #: Arguments every factory takes from the evaluator itself, never from `eval.rerank_options`.
 _EVALUATOR_ARGS = ("self", "qf", "gf", "metric")
+
+
+def rerankers_for(metric: str) -> list[str]:
+    """The re-rankers that can re-rank distances of `metric`."""
+    from vreid.eval.distance import row_distance
+
+    vector = row_distance(metric).vector
+    return [n for n in RERANKERS.names() if vector or RERANKERS.meta(n).get("any_distance")]
+
+
+def build_reranker(name: str, qf: Any, gf: Any, metric: str = "euclidean", **options: Any) -> Any:
+    """The DistanceSource of re-ranker `name` over these features; RerankError if it cannot use `metric`."""
+    factory = RERANKERS.get(name)
+    if name not in rerankers_for(metric):
+        raise RerankError(f"re-ranker '{name}' treats features as plain vectors and cannot re-rank by the "
+                          f"'{metric}' distance; use one of: {', '.join(rerankers_for(metric))} (or none)")
+    return factory(qf, gf, metric=metric, **options)
 
 
 def rerank_option_names(name: str) -> list[str]:
