@@ -8,7 +8,7 @@ import typer
 from vreid.cli.common import console, load_config
 
 #: Every source (vreid.convert.CONVERTERS), spelt out so `vreid --help` need not import torch; a test keeps it true.
-SOURCE_NAMES = ("fastreid", "hpgn", "hrcn", "mbr")
+SOURCE_NAMES = ("fastreid", "hpgn", "hrcn", "mbr", "musp")
 
 
 def register(app: typer.Typer) -> None:
