@@ -111,3 +111,110 @@ def test_config_errors_name_the_key():
         load_experiment("configs/musp/synthetic.yaml", ["model.discard=5"])
     with pytest.raises(ConfigError, match="eval.metric"):
         load_experiment("configs/musp/synthetic.yaml", ["eval.metric=cosine"])
+
+
+# --- official checkpoints ---------------------------------------------------------------------------------------
+# The official model (vehiclereid/models/resnet.py, ResNet with attn=True), rebuilt from its structure: torchvision
+# ResNet-50 names at the top level, `key`, `value`, SELayer `c_.fc`, `neck` and `classifier` lists; its eval forward
+# (last_computev3 + the normalisation in forward) and the distance of train_xent_tri.test.
+
+class OfficialMusp(torch.nn.Module):
+    def __init__(self, num_classes: int = 5, prototypes: int = 5, discard: int = 1, dim: int = 2048) -> None:
+        super().__init__()
+        from vreid.models.backbones.registry import create_backbone
+
+        trunk = create_backbone("resnet50", last_stride=1)
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            setattr(self, name, getattr(trunk, name))
+        self.prototypes, self.discard = prototypes, discard
+        self.key = torch.nn.Conv2d(dim, prototypes, 3, padding=1)
+        self.value = torch.nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        width = dim * prototypes
+        self.c_ = torch.nn.Module()
+        self.c_.fc = torch.nn.Sequential(torch.nn.Linear(width, width // 16, bias=False), torch.nn.ReLU(),
+                                         torch.nn.Linear(width // 16, width, bias=False), torch.nn.Sigmoid())
+        count = prototypes + 1 - discard
+        self.classifier = torch.nn.ModuleList([torch.nn.Linear(dim, num_classes, bias=False) for _ in range(count)])
+        self.neck = torch.nn.ModuleList([torch.nn.BatchNorm1d(dim) for _ in range(count)])
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        f = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        bs, c, h, w = f.shape
+        value = self.value(f).reshape(bs, c, -1)
+        weights = F.softmax(self.key(f).reshape(bs, self.prototypes, -1).permute(0, 2, 1), dim=2)
+        results = torch.bmm(value, weights) / h * w
+        flat = results.reshape(bs, -1)
+        results = (flat * self.c_.fc(flat)).reshape(bs, c, -1)
+        areas = F.normalize(weights.sum(dim=1).reshape(bs, -1)[..., :-self.discard], p=1, dim=-1)
+        parts = [r.squeeze(-1) for r in results.split(1, dim=-1)][:-self.discard]
+        feats = [F.normalize(t) for t in parts + [value.mean(dim=-1)]]
+        ratios = list(areas.unbind(1)) + [torch.full((bs,), 1 / (self.prototypes - self.discard))]
+        return feats, ratios
+
+
+def official_distance(q, g):
+    """train_xent_tri.test: per-feature squared distances weighted by the L1-normalised area products."""
+    (qf, qa), (gf, ga) = q, g
+    d = torch.stack([torch.cdist(a, b).pow(2) for a, b in zip(qf, gf)], -1)
+    w = F.normalize(torch.stack([a[:, None] * b[None] for a, b in zip(qa, ga)], -1), p=1, dim=-1)
+    return (d * w).sum(-1)
+
+
+def official_checkpoint(num_classes: int = 5):
+    torch.manual_seed(3)
+    model = OfficialMusp(num_classes)
+    with torch.no_grad():   # every tensor away from its initial value, so a wrong mapping shows
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(t + 0.05 * torch.randn_like(t)) if "running_var" not in name else t.uniform_(0.5, 1.5)
+    model.eval()
+    return {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 90}, model
+
+
+def test_the_official_layout_loads_with_zero_missing_or_unexpected_keys():
+    from vreid.convert import CONVERTERS
+    from vreid.convert.base import fit_to_model
+
+    state, _ = official_checkpoint(num_classes=576)
+    state = {k[len("module."):]: v for k, v in state["state_dict"].items()}
+    method, cfg = build("veri776", num_classes=576, device="meta")
+    converted = CONVERTERS.get("musp").convert(state, cfg.model)
+    target = method.state_dict()
+    assert set(converted.state_dict) == set(target)
+    assert all(converted.state_dict[k].shape == v.shape for k, v in target.items())
+    assert converted.num_classes == 576
+    fit_to_model(converted, method, "fix")
+
+
+def test_vreid_convert_writes_a_run_that_ranks_like_the_official_model(tmp_path):
+    from vreid.convert.run import convert_checkpoint
+    from vreid.engine.bundle import load_bundle
+    from vreid.eval.distance import FeatureDistances
+
+    state, official = official_checkpoint()
+    path = tmp_path / "musp.pth"
+    torch.save(state, path)
+    cfg = load_experiment("configs/musp/veri776.yaml", ["data.height=64", "data.width=64"])
+    report = convert_checkpoint("musp", path, cfg, tmp_path / "run")
+    assert report.preprocessing.mean == (0.5, 0.5, 0.5)
+    method = load_bundle(tmp_path / "run").eval()
+    x = batch(64, ids=2, per_id=2)["images"]
+    with torch.no_grad():
+        ours = method.embed(x)
+        feats, ratios = official(x)
+    parts, weights = unpack_parts(ours)
+    torch.testing.assert_close(parts, torch.stack(feats, 1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(weights, torch.stack(ratios, 1), atol=1e-5, rtol=1e-5)
+    expected = official_distance((feats, ratios), (feats, ratios))
+    torch.testing.assert_close(FeatureDistances(ours, ours, "weighted_parts").block(0, 4), expected,
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_a_baseline_checkpoint_is_refused_with_the_reason():
+    from vreid.convert import CONVERTERS
+    from vreid.convert.base import ConversionError
+
+    _, cfg = build("veri776", device="meta")
+    with pytest.raises(ConversionError, match="soft partition"):
+        CONVERTERS.get("musp").convert({"conv1.weight": torch.zeros(64, 3, 7, 7)}, cfg.model)
