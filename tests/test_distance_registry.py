@@ -98,3 +98,29 @@ def test_vector_only_rerankers_refuse_weighted_parts():
 def test_plain_rows_are_refused_by_weighted_parts():
     with pytest.raises(EvaluationError, match="part count"):
         FeatureDistances(torch.randn(3, 9), torch.randn(4, 9), "weighted_parts")
+
+
+def test_folder_store_searches_weighted_parts_exactly_in_blocks(tmp_path):
+    from vreid.gallery.base import GalleryItem, StoreInfo
+    from vreid.gallery.search import search_store
+    from vreid.gallery.store import StoreError, check_embedder, create_store
+
+    g, q = packed(30, seed=7), packed(3, seed=8)
+    info = StoreInfo(dim=g.shape[1], metric="weighted_parts", model={"run": "r"})
+    items = [GalleryItem(f"g{i}.jpg", camera=i % 3) for i in range(30)]
+    with create_store(str(tmp_path / "store"), info) as store:
+        ids = store.add(g.numpy(), items)
+        expected = FeatureDistances(q, g, "weighted_parts").block(0, 3)
+        for block_rows in (7, 1000):   # blocks of the stored rows merge to the whole-gallery answer
+            found, dist = store._search_by_distance(q.numpy(), np.asarray(ids), 5, block_rows=block_rows)
+            order = torch.sort(expected, dim=1, stable=True)
+            np.testing.assert_array_equal(found, np.asarray(ids)[order.indices[:, :5].numpy()])
+            np.testing.assert_allclose(dist, order.values[:, :5].numpy(), atol=1e-6)
+        hits = store.search(q.numpy(), 4, cameras=[1])
+        assert all(h.item.camera == 1 for row in hits for h in row) and all(len(row) == 4 for row in hits)
+        reranked = search_store(store, q.numpy(), 3, rerank="kreciprocal")
+        assert [len(r) for r in reranked] == [3, 3, 3]
+        with pytest.raises(RerankError, match="weighted_parts"):
+            search_store(store, q.numpy(), 3, rerank="aqe")
+        with pytest.raises(StoreError, match="built for 'weighted_parts'"):
+            check_embedder(store.info, g.shape[1], "cosine", "--checkpoint run", "use the model it was built with")

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         from vreid.gallery.search import (
             SearchError, embed_items, file_items, format_time, hits_json, list_images, parse_time, search_store,
         )
-        from vreid.gallery.store import open_store
+        from vreid.gallery.store import check_embedder, open_store
 
         if rerank not in RERANK_NAMES:
             raise SearchError(f"--rerank {rerank}: unknown re-ranker; use one of {', '.join(RERANK_NAMES)}")
@@ -49,9 +49,8 @@ def register(app: typer.Typer) -> None:
             run = checkpoint or stored_checkpoint(gallery.info, store)
             check_checkpoint(run)
             embedder = make_embedder(run, device)
-            if embedder.dim != gallery.info.dim:
-                raise SearchError(f"--checkpoint {run}: embeds to width {embedder.dim}, but {store} holds width "
-                                  f"{gallery.info.dim}; use the model the store was built with")
+            check_embedder(gallery.info, embedder.dim, embedder.metric, f"--checkpoint {run}",
+                           f"use the model {store} was built with")
             items = file_items(queries)
             results = search_store(gallery, embed_items(embedder, items), top, rerank, cameras or None, start, stop)
         if as_json:

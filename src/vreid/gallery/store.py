@@ -14,8 +14,20 @@ import numpy as np
 from vreid.errors import VreidError
 from vreid.gallery.base import STORES, GalleryItem, GalleryStore, StoreInfo
 
-#: The distances a store can rank by (the run's `eval.metric`).
-STORE_METRICS = ("euclidean", "cosine")
+def store_metrics() -> list[str]:
+    """The distances a store can rank by (the run's `eval.metric`): every registered one. A distance that is not a
+    vector one (weighted_parts) is searched exactly, the stored rows scored in blocks (engines that cannot refuse
+    it when the store is created)."""
+    from vreid.eval.distance import DISTANCES
+
+    return DISTANCES.names()
+
+
+def is_vector_metric(metric: str) -> bool:
+    """Whether an index of Euclidean / inner-product vectors ranks as `metric` does (euclidean, cosine)."""
+    from vreid.eval.distance import row_distance
+
+    return row_distance(metric).vector
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -60,8 +72,8 @@ def create_store(uri: str, info: StoreInfo, overwrite: bool = False) -> GalleryS
 
 
 def check_info(info: StoreInfo, where: str) -> None:
-    if info.metric not in STORE_METRICS:
-        raise StoreError(f"{where}: metric '{info.metric}' is not one of {', '.join(STORE_METRICS)}")
+    if info.metric not in store_metrics():
+        raise StoreError(f"{where}: metric '{info.metric}' is not one of {', '.join(store_metrics())}")
     if int(info.dim) <= 0:
         raise StoreError(f"{where}: embedding width {info.dim} must be positive")
 
@@ -85,6 +97,15 @@ def check_add(info: StoreInfo, embeddings: np.ndarray, items: Sequence[GalleryIt
     if not np.isfinite(x).all():
         raise StoreError(f"{where}: embeddings hold NaN or infinite values; check the model's weights")
     return x
+
+
+def check_embedder(info: StoreInfo, dim: int, metric: str, where: str, fix: str) -> None:
+    """StoreError unless embeddings of width `dim` ranked by `metric` are what the store holds and ranks by."""
+    if dim != info.dim:
+        raise StoreError(f"{where}: embeds to width {dim}, but the store holds width {info.dim}; {fix}")
+    if metric != info.metric:
+        raise StoreError(f"{where}: its embeddings are ranked by '{metric}', but the store was built for "
+                         f"'{info.metric}'; {fix}")
 
 
 def check_queries(info: StoreInfo, queries: np.ndarray, where: str) -> np.ndarray:

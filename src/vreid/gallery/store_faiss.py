@@ -5,7 +5,9 @@ Folder: `store.sqlite` (tables info, segments, items) and `vectors/seg-*.npy`. A
 writes its vectors to a new segment file (atomically), then inserts the segment and its items in the same
 transaction: until that commits, no reader sees any of it, and a process killed before the commit leaves the
 previous state (its segment file is an orphan, removed by the next write). Filters are SQL WHERE clauses whose
-ids become a faiss IDSelector, so the search ranks only the selected items.
+ids become a faiss IDSelector, so the search ranks only the selected items. A store whose distance faiss cannot
+compute (weighted_parts) keeps the rows in a flat index too and is searched exactly: the selected rows are read
+back in blocks and scored by the registered distance (vreid.eval.distance), as `vreid eval` scores them.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import numpy as np
 from vreid.fileio import atomic_path
 from vreid.gallery.base import STORES, GalleryItem, Hit, StoreInfo
 from vreid.gallery.store import (
-    StoreError, check_add, check_info, check_queries, check_window, info_from_json, info_to_json, l2_normalise,
+    StoreError, check_add, check_info, check_queries, check_window, info_from_json, info_to_json, is_vector_metric,
+    l2_normalise,
 )
 
 FORMAT = 1
@@ -240,6 +243,13 @@ class FaissSqliteStore:
         with self._lock:
             self._refresh()
             where, params = filter_sql(cameras, after, before)
+            if not is_vector_metric(self.info.metric):
+                ids = np.fromiter((i for (i,) in self._db.execute(f"SELECT id FROM items{where} ORDER BY id", params)),
+                                  dtype=np.int64)
+                found, dist = self._search_by_distance(q, ids, int(top_k))
+                items = self._items(np.unique(found).tolist())
+                return [[Hit(int(i), float(d), items[int(i)]) for d, i in zip(row_d, row_i)]
+                        for row_d, row_i in zip(dist, found)]
             params_faiss = None
             if where:
                 selected = np.fromiter((i for (i,) in self._db.execute(f"SELECT id FROM items{where}", params)),
@@ -254,6 +264,32 @@ class FaissSqliteStore:
             items = self._items(np.unique(found[found >= 0]).tolist())
         return [[Hit(int(i), self._distance(s), items[int(i)]) for s, i in zip(row_s, row_i) if i >= 0]
                 for row_s, row_i in zip(scores, found)]
+
+    def _search_by_distance(self, q: np.ndarray, ids: np.ndarray, top_k: int, block_rows: int = 65536
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, distances), each len(q) x k, of the k nearest of `ids` by the store's registered distance: the
+        rows read back `block_rows` at a time, each block's top k merged into the running best (ties to the
+        lower id); memory stays bounded by the block."""
+        import torch
+
+        from vreid.eval.distance import row_distance
+        from vreid.rerank.knn import stable_topk
+
+        k = max(0, min(top_k, len(ids)))
+        if k == 0:
+            return np.zeros((len(q), 0), np.int64), np.zeros((len(q), 0), np.float32)
+        distance = row_distance(self.info.metric)
+        queries = distance.prepare(torch.from_numpy(q))
+        best_d = torch.full((len(q), 0), float("inf"))
+        best_i = torch.zeros((len(q), 0), dtype=torch.int64)
+        for start in range(0, len(ids), block_rows):
+            part = ids[start:start + block_rows]
+            rows = distance.prepare(torch.from_numpy(self._index.reconstruct_batch(part).astype(np.float32)))
+            d = distance.block(queries, rows, distance.gallery_state(rows))
+            d, at = stable_topk(torch.cat([best_d, d], 1), k)   # earlier (lower) ids first: ties keep them
+            best_i = torch.cat([best_i, torch.from_numpy(part).expand(len(q), -1)], 1).gather(1, at)
+            best_d = d
+        return best_i.numpy(), best_d.numpy()
 
     def _distance(self, score: float) -> float:
         if self.info.metric == "cosine":

@@ -19,7 +19,8 @@ import numpy as np
 
 from vreid.gallery.base import STORES, GalleryItem, Hit, StoreInfo
 from vreid.gallery.store import (
-    StoreError, check_add, check_info, check_queries, check_window, info_from_json, info_to_json, l2_normalise,
+    StoreError, check_add, check_info, check_queries, check_window, info_from_json, info_to_json, is_vector_metric,
+    l2_normalise,
 )
 from vreid.gallery.store_faiss import pause_before_commit
 
@@ -160,6 +161,9 @@ class MilvusStore:
             if info is None:
                 raise StoreError(f"{self.uri}: creating a store needs its StoreInfo (dim, metric, model)")
             check_info(info, self.uri)
+            if not is_vector_metric(info.metric):
+                raise StoreError(f"{self.uri}: Milvus ranks by L2 or cosine only, not the '{info.metric}' distance "
+                                 "this model ranks by; use a folder store (a plain path), which scores it exactly")
             self._create(info)
         elif not self._client.has_collection(self.collection):
             raise StoreError(f"{self.uri}: Milvus has no collection '{self.collection}'; build it with "
