@@ -218,3 +218,44 @@ def test_a_baseline_checkpoint_is_refused_with_the_reason():
     _, cfg = build("veri776", device="meta")
     with pytest.raises(ConversionError, match="soft partition"):
         CONVERTERS.get("musp").convert({"conv1.weight": torch.zeros(64, 3, 7, 7)}, cfg.model)
+
+
+# --- the attention-maps view of the report --------------------------------------------------------------------------
+
+def test_report_draws_musp_maps_and_leaves_a_method_without_maps_unchanged(tiny_world, finished_run, tmp_path):
+    import re
+
+    from conftest import tiny_overrides
+    from vreid.engine.run import run_training
+    from vreid.viz.folder_report import write_folder_report
+
+    out = tmp_path / "musp"
+    cfg = load_experiment("configs/musp/synthetic.yaml", tiny_overrides(tiny_world, out) + [
+        "model.name=musp", "model.backbone.name=resnet_tiny_ibn_a", "schedule.epochs=1"])
+    run_training(cfg)
+    html = write_folder_report(out, queries=3).read_text()
+    assert "<h2>Attention maps</h2>" in html and "5 maps per query" in html
+    assert len(re.findall(r'<figure class="attention">', html)) == 3 * 5
+    bot_folder, _ = finished_run
+    plain = write_folder_report(bot_folder, tmp_path / "bot.html", queries=3).read_text()
+    assert "Attention maps" not in plain and 'class="attention"' not in plain
+
+
+def test_attention_overlays_follow_the_map(tmp_path):
+    from PIL import Image
+
+    from vreid.viz.report import attention_overlays
+
+    path = tmp_path / "grey.png"
+    Image.new("RGB", (64, 64), (100, 100, 100)).save(path)
+    left = torch.zeros(1, 4, 4)
+    left[0, :, :2] = 1.0                                    # attention on the left half only
+    import base64
+    import io
+
+    uri = attention_overlays(str(path), left.numpy(), height=64)[0]
+    img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
+    r_left, r_right = img.getpixel((4, 32))[0], img.getpixel((60, 32))[0]
+    assert r_left > 200 and abs(r_right - 100) < 8         # red where the map is, the image where it is not
+    with pytest.raises(ValueError, match="non-negative"):
+        attention_overlays(str(path), -left.numpy())

@@ -40,6 +40,34 @@ def evaluation_files(folder: str | Path) -> dict[str, Path]:
     return files
 
 
+def query_attention_maps(method, records: Sequence, data_cfg) -> list[np.ndarray] | None:
+    """(M, h, w) maps of each record's image from `method.attention_maps` on the test transform, or None for a
+    method without attention maps."""
+    import torch
+
+    from vreid.data import build_test_loader
+
+    method.eval()
+    maps = []
+    with torch.no_grad():
+        for batch in build_test_loader(list(records), data_cfg):
+            found = method.attention_maps(batch["images"])
+            if found is None:
+                return None
+            maps += list(found.float().cpu().numpy())
+    return maps
+
+
+def run_attention(folder: Path, records: Sequence, data_cfg) -> list[np.ndarray] | None:
+    """Attention maps of `records` by the model in `folder` (None when the folder holds no model, e.g. an
+    evaluation folder, or the method has none)."""
+    if not (folder / "model.safetensors").is_file():
+        return None
+    from vreid.engine.bundle import load_bundle
+
+    return query_attention_maps(load_bundle(folder), records, data_cfg)
+
+
 def write_folder_report(folder: str | Path, output: str | Path | None = None, overrides: Sequence[str] = (),
                         queries: int = 6, seed: int = 0) -> Path:
     """Write the report of `folder` (default `folder/report.html`); `overrides` apply to its config.yaml."""
@@ -76,5 +104,8 @@ def write_folder_report(folder: str | Path, output: str | Path | None = None, ov
                "reconstruction, the min-max normalised residual, and the Re-ID input mixed from them.")]
     figures = [(title, caption, folder / png) for png, title, caption in panels if (folder / png).is_file()]
     curves = {name: results["cmc"]} if results.get("cmc") is not None else {}
+    maps = run_attention(folder, [dataset.query[qi] for qi, _ in ranked], cfg.data)
+    attention = list(zip([qi for qi, _ in ranked], maps)) if maps is not None else []
     return write_report(Path(output) if output is not None else folder / "report.html", f"vreid: {folder}",
-                        {name: results}, curves, ranked, dataset.query, dataset.gallery, notes, figures)
+                        {name: results}, curves, ranked, dataset.query, dataset.gallery, notes, figures,
+                        attention, f"Method {name}: its attention_maps, in the model's order.")

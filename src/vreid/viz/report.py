@@ -1,4 +1,5 @@
-"""A self-contained HTML report: metrics table, CMC curve (inline SVG) and ranked galleries of a few queries."""
+"""A self-contained HTML report: metrics table, CMC curve (inline SVG), ranked galleries of a few queries and, for a
+method that has them, its attention maps drawn over those queries."""
 from __future__ import annotations
 
 import base64
@@ -23,6 +24,55 @@ def thumbnail_data_uri(path: str, height: int = 96) -> str:
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _jpeg_data_uri(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+#: the colour attention is drawn in, and how opaque it is where a map is at its maximum
+ATTENTION_RGB = np.array([255.0, 40.0, 0.0])
+ATTENTION_ALPHA = 0.65
+
+
+def attention_overlays(path: str, maps: np.ndarray, height: int = 96) -> list[str]:
+    """One JPEG data URI per map of `maps` (M, h, w): the image with the map, upsampled to it (bilinear), drawn in
+    red over it. Maps are scaled by the largest value of all M, so that they compare with each other."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3 or (maps < 0).any():
+        raise ValueError(f"attention maps must be non-negative (M, h, w), got shape {maps.shape}")
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im.thumbnail((height * 2, height))
+        base = np.asarray(im, dtype=np.float32)
+    scale = max(float(maps.max()), 1e-12)
+    out = []
+    for m in maps:
+        heat = Image.fromarray(np.uint8(np.round(255 * m / scale)), mode="L").resize(im.size, Image.BILINEAR)
+        alpha = ATTENTION_ALPHA * np.asarray(heat, dtype=np.float32)[..., None] / 255.0
+        blended = base * (1 - alpha) + ATTENTION_RGB * alpha
+        out.append(_jpeg_data_uri(Image.fromarray(np.uint8(np.clip(np.round(blended), 0, 255)))))
+    return out
+
+
+def attention_section(attention: Sequence[tuple[int, np.ndarray]], query: Sequence[ImageRecord],
+                      caption: str = "") -> str:
+    """The "Attention maps" section: per query, the image, then each of its maps drawn over it; "" if none."""
+    if not attention:
+        return ""
+    rows = []
+    for qi, maps in attention:
+        q = query[qi]
+        cells = [f'<figure class="query"><img src="{thumbnail_data_uri(q.path)}"><figcaption>query id '
+                 f'{q.vehicle_id} cam {q.camera_id}</figcaption></figure>']
+        cells += [f'<figure class="attention"><img src="{uri}"><figcaption>map {m}</figcaption></figure>'
+                  for m, uri in enumerate(attention_overlays(q.path, maps), 1)]
+        rows.append('<div class="row">' + "".join(cells) + "</div>")
+    count = len(attention[0][1])
+    return (f"<h2>Attention maps</h2><p>{count} maps per query, drawn in red over the image (scaled by the "
+            f"largest value of the query's maps). {html.escape(caption)}</p>" + "".join(rows))
 
 
 def file_data_uri(path: str | Path, mime: str = "image/png") -> str:
@@ -103,8 +153,11 @@ def pick_queries(num_queries: int, count: int, seed: int = 0) -> list[int]:
 def write_report(path: str | Path, title: str, results: Mapping[str, Mapping[str, Any]],
                  cmc_curves: Mapping[str, Sequence[float]], ranked: Sequence[tuple[int, list[int]]],
                  query: Sequence[ImageRecord], gallery: Sequence[ImageRecord], notes: Sequence[str] = (),
-                 figures: Sequence[tuple[str, str, str | Path]] = ()) -> Path:
-    """`figures`: (title, caption, PNG file) panels a method wrote next to the run (SAVER's residuals.png)."""
+                 figures: Sequence[tuple[str, str, str | Path]] = (),
+                 attention: Sequence[tuple[int, np.ndarray]] = (), attention_caption: str = "") -> Path:
+    """`figures`: (title, caption, PNG file) panels a method wrote next to the run (SAVER's residuals.png).
+    `attention`: (query index, maps (M, h, w)) of a method with attention maps (ReidMethod.attention_maps); without
+    them the report has no attention section."""
     columns = [*result_columns(results.values()), *verification_columns(results.values())]
     rows = "".join(
         "<tr><td>" + html.escape(name) + "</td>" +
@@ -147,6 +200,7 @@ figure.hit {{ border-color: #2a2; }} figure.miss {{ border-color: #d22; }}
 <h2>CMC</h2>{cmc_svg(cmc_curves)}
 {roc_html}
 {figures_html}
+{attention_section(attention, query, attention_caption)}
 <h2>Ranked gallery</h2><p>Query on the left (black); matches framed green, wrong vehicles red. Same-camera images of
 the query's vehicle are left out where the protocol removes them (its junk rule is in the notes above).</p>
 {"".join(lists)}
