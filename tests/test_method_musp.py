@@ -259,3 +259,17 @@ def test_attention_overlays_follow_the_map(tmp_path):
     assert r_left > 200 and abs(r_right - 100) < 8         # red where the map is, the image where it is not
     with pytest.raises(ValueError, match="non-negative"):
         attention_overlays(str(path), -left.numpy())
+
+
+def test_onnx_export_keeps_the_packed_rows_and_declares_the_distance(tiny_world, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from test_export_onnx import make_run
+
+    from vreid.export.to_onnx import export_onnx
+    from vreid.gallery.embedders import load_embedder
+
+    run = make_run(tmp_path / "run", tiny_world, "configs/musp/synthetic.yaml", [])
+    report = export_onnx(run, tmp_path / "musp.onnx", log=lambda line: None)
+    assert report.max_abs_diff <= 1e-4 and report.min_cosine > 0.9999   # parity on 16 images, batch axis dynamic
+    embedder = load_embedder(str(tmp_path / "musp.onnx"))
+    assert embedder.metric == "weighted_parts" and embedder.dim == 1 + 5 + 5 * 256

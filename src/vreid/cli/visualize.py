@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
         output: Optional[str] = typer.Option(None, "--output", "-o", help="HTML file (default FOLDER/report.html)"),
         queries: int = typer.Option(6, "--queries", min=1, help="How many queries to show"),
     ) -> None:
-        """Draw metrics, CMC curve and ranked galleries of a few queries from results.json and ranked.npz."""
+        """Draw metrics, CMC curve and ranked galleries of a few queries from results.json and ranked.npz; for a
+        run whose method has attention maps (e.g. musp), also those maps over the same queries."""
         from vreid.viz.folder_report import write_folder_report
 
         console.print(f"report: {write_folder_report(folder, output, overrides or [], queries)}")

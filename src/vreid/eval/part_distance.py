@@ -26,11 +26,11 @@ EPS = 1e-12
 
 def pack_parts(parts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """(B, 1 + K + K*D) rows from part features (B, K, D) and their weights (B, K)."""
-    b, k, _ = parts.shape
-    if weights.shape != (b, k):
+    if weights.shape != parts.shape[:2]:
         raise ValueError(f"pack_parts: weights {tuple(weights.shape)} do not match parts {tuple(parts.shape)}")
-    count = parts.new_full((b, 1), float(k))
-    return torch.cat([count, weights.to(parts.dtype), parts.reshape(b, -1)], dim=1)
+    weights = weights.to(parts.dtype)
+    count = torch.full_like(weights[:, :1], float(parts.shape[1]))   # no len(): ONNX keeps the batch axis dynamic
+    return torch.cat([count, weights, parts.flatten(1)], dim=1)
 
 
 def part_count(rows: torch.Tensor) -> int:

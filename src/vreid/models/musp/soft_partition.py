@@ -34,8 +34,8 @@ class PartChannelGate(nn.Module):
 
     def forward(self, parts: torch.Tensor) -> torch.Tensor:
         """(B, C, P) -> (B, C, P), each channel of each part rescaled."""
-        flat = parts.reshape(len(parts), -1)
-        return (flat * self.fc(flat)).reshape(parts.shape)
+        flat = parts.flatten(1)     # flatten/view_as, not len(): an ONNX export keeps the batch axis dynamic
+        return (flat * self.fc(flat)).view_as(parts)
 
 
 @dataclass
@@ -61,7 +61,7 @@ class SoftPartition:
         if self.global_feature is None:
             return self.areas
         kept = self.areas.shape[1]
-        return torch.cat([self.areas, self.areas.new_full((len(self.areas), 1), 1.0 / kept)], dim=1)
+        return torch.cat([self.areas, torch.full_like(self.areas[:, :1], 1.0 / kept)], dim=1)
 
 
 class SoftPartitionHead(nn.Module):
@@ -90,7 +90,6 @@ class SoftPartitionHead(nn.Module):
         return self.key(fmap).softmax(dim=1)
 
     def forward(self, fmap: torch.Tensor) -> SoftPartition:
-        b, c = fmap.shape[:2]
         attention = self.attention(fmap)
         value = self.value(fmap).flatten(2)                              # B, C, N
         parts = torch.bmm(value, attention.flatten(2).transpose(1, 2))   # B, C, P: attention-weighted sums
