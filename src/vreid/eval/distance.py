@@ -126,11 +126,6 @@ class CosineDistance:
 DISTANCES.register("cosine")(CosineDistance())
 
 
-def metric_names() -> list[str]:
-    """The distances `eval.metric` may name."""
-    return DISTANCES.names()
-
-
 def check_metric(metric: str) -> None:
     if metric not in DISTANCES.names():
         raise ValueError(f"unknown metric '{metric}'; available: {', '.join(DISTANCES.names())}")
