@@ -7,9 +7,10 @@ carry it unchanged, and the row alone says how to read it. Between a query q and
     d_k = |f_k(q)/|f_k(q)| - f_k(g)/|f_k(g)||^2          (each part L2-normalised, squared Euclidean)
     D(q, g) = sum_k w_k(q) w_k(g) d_k / max(sum_j w_j(q) w_j(g), 1e-12)
 
-the area-weighted part distance of MUSP (Lee et al.): parts large in both images dominate. A block is one matrix
-product: sum_k w_k(q) w_k(g) d_k = [w(q) * s(q) | w(q) | -2 w(q) f(q)] . [w(g) | w(g) * s(g) | w(g) f(g)] with s the
-squared norms of the normalised parts (1, or 0 for an all-zero part).
+the area-weighted part distance of MUSP (Lee et al.): parts large in both images dominate. A block takes two matrix
+products, the numerator sum_k w_k(q) w_k(g) d_k = [w(q) * s(q) | w(q) | -2 w(q) f(q)] . [w(g) | w(g) * s(g) | w(g) f(g)]
+(s: the squared norms of the normalised parts, 1, or 0 for an all-zero part) and the denominator w(q) . w(g); the
+gallery side of the first is built once per gallery (`gallery_state`).
 """
 from __future__ import annotations
 
@@ -74,8 +75,10 @@ class WeightedPartDistance:
         sq = unit.pow(2).sum(2)
         return torch.cat([x[:, :1], weights, weights * sq, (weights.unsqueeze(2) * unit).reshape(len(x), -1)], 1)
 
-    def gallery_state(self, g: torch.Tensor) -> None:
-        return None
+    def gallery_state(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gallery side of the block product, `[w | w*s | w*f_hat]`, and the weights w (built once)."""
+        wg, wsg, fg = self._split(g)
+        return torch.cat([wg, wsg, fg], dim=1), wg
 
     @staticmethod
     def _split(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,9 +88,9 @@ class WeightedPartDistance:
 
     def block(self, q: torch.Tensor, g: torch.Tensor, state: Any = None, out: torch.Tensor | None = None
               ) -> torch.Tensor:
-        (wq, wsq, fq), (wg, wsg, fg) = self._split(q), self._split(g)
+        right, wg = state if state is not None else self.gallery_state(g)
+        wq, wsq, fq = self._split(q)
         left = torch.cat([wsq, wq, fq * -2.0], dim=1)
-        right = torch.cat([wg, wsg, fg], dim=1)
         out = torch.mm(left, right.T, out=out) if out is not None else torch.mm(left, right.T)
         shared = torch.mm(wq, wg.T).clamp_(min=EPS)
         return out.clamp_(min=0.0).div_(shared)

@@ -232,6 +232,7 @@ class KReciprocalDistances:
         self.state = encode(torch.cat([q, g]), q.shape[0], k1, k2, lambda_value, knn_backend, knn_options,
                             self.query_gallery, None if distance.vector else distance)
         self._scratch = torch.empty(0, device=q.device)
+        self._gallery_state = None
 
     def block(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         st, Q = self.state, self.num_query
@@ -245,8 +246,9 @@ class KReciprocalDistances:
             rows = self.query_gallery[start:stop].to(scale.device)
             out = torch.mul(rows, scale, out=out)
         elif st.distance is not None:
-            x = st.x
-            out = st.distance.block(x[start:stop], x[Q:], st.distance.gallery_state(x[Q:]), out).mul_(scale)
+            if self._gallery_state is None:   # built once: for weighted_parts, the gallery side of its product
+                self._gallery_state = st.distance.gallery_state(st.x[Q:])
+            out = st.distance.block(st.x[start:stop], st.x[Q:], self._gallery_state, out).mul_(scale)
         else:
             x = st.x
             out = torch.addmm(st.sq[Q:].unsqueeze(0), x[start:stop], x[Q:].T, alpha=-2.0, out=out)
