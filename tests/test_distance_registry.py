@@ -124,3 +124,14 @@ def test_folder_store_searches_weighted_parts_exactly_in_blocks(tmp_path):
             search_store(store, q.numpy(), 3, rerank="aqe")
         with pytest.raises(StoreError, match="built for 'weighted_parts'"):
             check_embedder(store.info, g.shape[1], "cosine", "--checkpoint run", "use the model it was built with")
+
+
+def test_weighted_parts_blocks_taller_than_its_denominator_strip():
+    """Blocks of more query rows than SHARED_ROWS (the denominator strip) give the same distances."""
+    from vreid.eval.part_distance import SHARED_ROWS
+
+    q, g = packed(SHARED_ROWS * 2 + 5, k=2, d=3, seed=9), packed(11, k=2, d=3, seed=10)
+    source = FeatureDistances(q, g, "weighted_parts")
+    np.testing.assert_allclose(source.block(0, len(q)).numpy(), by_hand(q, g), atol=1e-5)
+    out = torch.empty(len(q), len(g))
+    assert source.block(0, len(q), out=out).data_ptr() == out.data_ptr()   # the caller's buffer is the answer

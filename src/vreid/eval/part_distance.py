@@ -9,8 +9,8 @@ carry it unchanged, and the row alone says how to read it. Between a query q and
 
 the area-weighted part distance of MUSP (Lee et al.): parts large in both images dominate. A block takes two matrix
 products, the numerator sum_k w_k(q) w_k(g) d_k = [w(q) * s(q) | w(q) | -2 w(q) f(q)] . [w(g) | w(g) * s(g) | w(g) f(g)]
-(s: the squared norms of the normalised parts, 1, or 0 for an all-zero part) and the denominator w(q) . w(g); the
-gallery side of the first is built once per gallery (`gallery_state`).
+(s: the squared norms of the normalised parts, 1, or 0 for an all-zero part) and the denominator w(q) . w(g), a few
+rows at a time; the gallery side of the first is built once per gallery (`gallery_state`).
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from vreid.eval.errors import EvaluationError
 
 #: below this, a pair of rows shares no weight (the official code's F.normalize(p=1) epsilon)
 EPS = 1e-12
+#: query rows whose denominators a block computes at once (a SHARED_ROWS x G temporary)
+SHARED_ROWS = 64
 
 
 def pack_parts(parts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -92,8 +94,10 @@ class WeightedPartDistance:
         wq, wsq, fq = self._split(q)
         left = torch.cat([wsq, wq, fq * -2.0], dim=1)
         out = torch.mm(left, right.T, out=out) if out is not None else torch.mm(left, right.T)
-        shared = torch.mm(wq, wg.T).clamp_(min=EPS)
-        return out.clamp_(min=0.0).div_(shared)
+        out.clamp_(min=0.0)
+        for r in range(0, len(q), SHARED_ROWS):   # the denominator a few rows at a time: no second B x G buffer
+            out[r:r + SHARED_ROWS].div_(torch.mm(wq[r:r + SHARED_ROWS], wg.T).clamp_(min=EPS))
+        return out
 
     def pairs(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         (wa, wsa, fa), (wb, wsb, fb) = self._split(a), self._split(b)
