@@ -83,6 +83,9 @@ def test_kreciprocal_reranks_by_the_registered_distance():
                              lambda_value=0.3)
     ours = k_reciprocal(q, g, k1=5, k2=3, metric="weighted_parts")
     np.testing.assert_allclose(ours, dense, atol=1e-4)
+    # the evaluator's path: no kept query x gallery matrix, the original term from the distance's blocks
+    source = build_reranker("kreciprocal", q, g, "weighted_parts", k1=5, k2=3)
+    np.testing.assert_allclose(torch.cat([source.block(0, 4), source.block(4, 9)]).numpy(), dense, atol=1e-4)
     plain = k_reciprocal(q, g, k1=5, k2=3, metric="euclidean")
     assert not np.allclose(plain, dense, atol=1e-3)
 
