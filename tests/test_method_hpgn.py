@@ -231,3 +231,15 @@ def test_the_real_recipes_follow_the_official_code():
     assert (s.epochs, s.warmup_epochs, s.warmup_factor, s.milestones) == (150, 10, 0.01, [50, 85, 120])
     assert cfg.eval.flip and cfg.model.backbone.name == "resnet50" and not cfg.model.learnable_adjacency
     assert load_experiment("configs/hpgn/vehicleid.yaml").data.mean == [0.391, 0.411, 0.411]
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+def test_onnx_export_matches_pytorch(learnable, tiny_world, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from test_export_onnx import make_run
+    from vreid.export.to_onnx import export_onnx
+
+    run = make_run(tmp_path / "run", tiny_world, "configs/hpgn/synthetic.yaml",
+                   [f"model.learnable_adjacency={str(learnable).lower()}"])
+    report = export_onnx(run, tmp_path / "hpgn.onnx", log=lambda line: None)
+    assert report.embedding_dim == 512 and report.max_abs_diff < 1e-4
