@@ -36,6 +36,7 @@ def main() -> None:
     print(f"probe set: {len(probe.images)} images of {len(set(probe.models))} vehicle models, "
           f"{len(set(probe.vehicles))} vehicles, {args.input_size}x{args.input_size}, preset {args.preset}, "
           f"seed {args.seed}; chance {probe.chance:.3f} ({time.perf_counter() - start:.0f} s to render)")
+    features = {}
     print("| trunk | wheel (licence) | kNN pretrained | kNN random init |")
     print("| --- | --- | --- | --- |")
     for architecture, source in sorted(PRETRAINED_SOURCES.get("imagenet").items()):
@@ -43,15 +44,19 @@ def main() -> None:
         for pretrained in ("imagenet", None):
             torch.manual_seed(args.seed)
             trunk = create_backbone(architecture, pretrained=pretrained)
-            scores.append(knn_model_accuracy(pooled_features(trunk, probe.images, source.mean, source.std), probe))
+            features[architecture, pretrained] = pooled_features(trunk, probe.images, source.mean, source.std)
+            scores.append(knn_model_accuracy(features[architecture, pretrained], probe))
         print(f"| `{architecture}` | {source.distribution} ({source.licence}) | {scores[0]:.3f} | {scores[1]:.3f} |")
     # the same EfficientNet file in timm's efficientnet_lite0 (symmetric padding, BN eps 1e-5): why it has no source
     source = PRETRAINED_SOURCES.get("imagenet")["timm:tf_efficientnet_lite0"]
     torch.manual_seed(args.seed)
     trunk = create_backbone("timm:efficientnet_lite0")
     load_source(trunk, source)
-    score = knn_model_accuracy(pooled_features(trunk, probe.images, source.mean, source.std), probe)
+    plain = pooled_features(trunk, probe.images, source.mean, source.std)
+    score = knn_model_accuracy(plain, probe)
     print(f"| `timm:efficientnet_lite0`, the same file | {source.distribution} ({source.licence}) | {score:.3f} | |")
+    cosine = torch.nn.functional.cosine_similarity(plain, features["timm:tf_efficientnet_lite0", "imagenet"]).mean()
+    print(f"mean cosine of the pooled features, efficientnet_lite0 vs tf_efficientnet_lite0 (same file): {cosine:.3f}")
 
 
 if __name__ == "__main__":
