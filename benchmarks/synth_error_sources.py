@@ -4,7 +4,7 @@ For a trained run (a `vreid train` output folder) and its synthetic dataset, pri
 - mAP when only positives seen from a similar side count (|azimuth difference| <= 45 deg; the others are
   left out like junk), against mAP when only positives seen from a different side count (>= 90 deg);
 - what the wrong Rank-1 matches share with the query: same model and colour (a look-alike), same colour only,
-  neither.
+  neither; and how often the wrong match is seen from the query's side while the best-ranked true match is not.
 
     python benchmarks/synth_error_sources.py --run runs/leaderboard/bot-hard \
         --data runs/leaderboard/data-hard-160ids-8cams-64px-seed0
@@ -61,6 +61,8 @@ def main() -> None:
 
     same_view, other_view, wrong = [], [], {"same model and colour": 0, "same colour only": 0, "neither": 0}
     failures = 0
+    wrong_same_side = 0   # the wrong Rank-1 match is seen from the query's side (<= 45 deg)
+    truth_other_side = 0  # the best-ranked true match is seen from another side (>= 90 deg)
     for i in range(len(ds.query)):
         junk = (g_ids == q_ids[i]) & (g_cam == q_cam[i])
         pos = g_ids == q_ids[i]
@@ -74,6 +76,10 @@ def main() -> None:
         top = np.argsort(np.where(valid, dist[i], np.inf), kind="stable")[0]
         if g_ids[top] != q_ids[i]:
             failures += 1
+            order = np.argsort(np.where(valid, dist[i], np.inf), kind="stable")
+            first_true = order[np.flatnonzero(g_ids[order] == q_ids[i])[:1]]
+            wrong_same_side += int(angle_diff(g_az[top], q_az[i]) <= 45)
+            truth_other_side += int(len(first_true) > 0 and angle_diff(g_az[first_true[0]], q_az[i]) >= 90)
             if g_mc[top] == q_mc[i]:
                 wrong["same model and colour"] += 1
             elif g_mc[top][1] == q_mc[i][1]:
@@ -90,6 +96,9 @@ def main() -> None:
     print("| --- | ---: |")
     for k, v in wrong.items():
         print(f"| {k} | {100 * v / max(failures, 1):.1f} |")
+    print(f"| the wrong match is seen from the query's side (<= 45 deg) | {100 * wrong_same_side / max(failures, 1):.1f} |")
+    print(f"| the best-ranked true match is seen from another side (>= 90 deg) | "
+          f"{100 * truth_other_side / max(failures, 1):.1f} |")
 
 
 if __name__ == "__main__":

@@ -195,3 +195,27 @@ def test_colour_label_is_the_dominant_body_colour() -> None:
         assert nearest == ident.color_id, (vid, COLOR_NAMES[ident.color_id], mode)
         checked += 1
     assert checked >= 30
+
+
+def test_crossview_blank_plates_and_one_sided_decals() -> None:
+    """Round 2: the plate shows no text and a side decal is on one side; round 1's `hard` keeps both as they were."""
+    cross, hard = get_preset("crossview"), get_preset("hard")
+    idents = [sample_identity(0, vid, cross) for vid in range(1, 120)]
+    assert not any(i.plate_drawn for i in idents)
+    decals = [i.side_decals for i in idents if i.side_decals]
+    assert decals and all(len(d) == 1 for d in decals) and {d[0][0] for d in decals} == {1, -1}
+    old = [sample_identity(0, vid, hard) for vid in range(1, 120)]
+    assert all(i.plate_drawn for i in old)
+    assert all(sorted(s for s, *_ in i.side_decals) == [-1, 1] for i in old if i.side_decals)
+    # a blank plate: the rear view of a vehicle differs from the same vehicle with its text painted
+    a = idents[0]
+    blank, text = (np.asarray(render_vehicle(dataclasses.replace(a, plate_drawn=d), 180.0), np.int16)
+                   for d in (False, True))
+    assert (np.abs(blank - text).max(2) > 40).any()
+
+
+def test_crossview_same_seed_same_bytes(tmp_path: Path) -> None:
+    cfg = dict(TINY, ids=6, cameras=3, size=48, preset="crossview")
+    render_dataset(tmp_path / "a", SynthConfig(**{**cfg, "workers": 0}))
+    render_dataset(tmp_path / "b", SynthConfig(**{**cfg, "workers": 2}))
+    assert tree_hash(tmp_path / "a") == tree_hash(tmp_path / "b")

@@ -8,11 +8,14 @@ from vreid.synth import SynthConfig, render_dataset
 IDS, CAMERAS = 12, 4
 
 
-@pytest.fixture(scope="module", params=["veri776", "vehicleid", "veriwild", "folder"])
+@pytest.fixture(scope="module", params=[(layout, preset) for preset in ("medium", "crossview")
+                                        for layout in ("veri776", "vehicleid", "veriwild", "folder")],
+                ids=lambda p: "-".join(p))
 def written(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(request.param) / "ds"
-    cfg = SynthConfig(ids=IDS, cameras=CAMERAS, seed=3, preset="medium", size=32, layout=request.param, workers=0)
-    return request.param, root, render_dataset(root, cfg)
+    layout, preset = request.param
+    root = tmp_path_factory.mktemp(f"{layout}-{preset}") / "ds"
+    cfg = SynthConfig(ids=IDS, cameras=CAMERAS, seed=3, preset=preset, size=32, layout=layout, workers=0)
+    return layout, root, render_dataset(root, cfg)
 
 
 def test_written_layout_passes_check_and_counts_match(written):

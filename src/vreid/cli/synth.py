@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         ids: int = typer.Option(200, help="Vehicles in the world (train + test)"),
         cameras: int = typer.Option(8, help="Cameras in the world"),
         seed: int = typer.Option(0, help="World seed: same seed, same bytes"),
-        preset: str = typer.Option("medium", help="Difficulty: easy | medium | hard"),
+        preset: str = typer.Option("medium", help="Synthetic world preset: easy | medium | hard | crossview (docs/synthetic.md)"),
         size: int = typer.Option(128, help="Long side of each image in pixels"),
         workers: int = typer.Option(2, help="Worker processes (0: render in this process)"),
         preview: Optional[str] = typer.Option(None, help="Also (or only) write a PNG contact sheet: rows = "

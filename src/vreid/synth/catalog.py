@@ -49,6 +49,9 @@ class Preset:
     jpeg: tuple                   # JPEG quality range over cameras
     res: tuple                    # native resolution range as a fraction of the output size
     occlusion: float              # probability that a frame has an occluder or a frame-edge crop
+    plate_text: bool = True       # plates carry the vehicle's own text (False: a blank plate, no id in it)
+    one_sided_decals: bool = False  # a side decal on one side only (True) or mirrored on both
+    type_weights: tuple = ()      # (type name, weight) pairs that replace TYPE_WEIGHTS; () keeps the road mix
 
 
 _REAL_COLORS = (0.02, 0.01, 0.02, 0.20, 0.10, 0.07, 0.30, 0.03, 0.05, 0.20)  # ids 1..10, white/black/gray lead
@@ -59,6 +62,12 @@ PRESETS = {
                      40.0, 0.3, True, (5.0, 21.0), 0.08, 0.9, 3, 0.03, (60, 90), (0.6, 1.0), 0.2),
     "hard": Preset("hard", 3, 1.2, _REAL_COLORS, 0.04, 0.7, 55.0, 0.6, True, (4.0, 23.0), 0.14, 1.4, 6, 0.05,
                    (35, 80), (0.35, 0.9), 0.4),
+    # round 2: look-alikes (one model per type, four common types, so most vehicles share model and colour with
+    # many others) told apart by details that only some sides show (one-sided decals, dents, rear and windshield stickers), blank plates, cameras that each see
+    # a narrow range of sides: most of what is hard is the change of viewpoint between cameras
+    "crossview": Preset("crossview", 1, 0.0, _REAL_COLORS, 0.04, 1.3, 20.0, 0.3, True, (5.0, 21.0), 0.08, 0.9, 3,
+                        0.03, (55, 90), (0.5, 1.0), 0.2, plate_text=False, one_sided_decals=True,
+                        type_weights=(("sedan", 0.45), ("suv", 0.25), ("hatchback", 0.2), ("van", 0.1))),
 }
 
 
@@ -167,6 +176,7 @@ class Identity:
     paint: tuple                   # per-vehicle shade of its colour (sRGB 0..1)
     plate: str
     plate_style: int               # 0 blue/white text, 1 yellow/black text, 2 white/black text
+    plate_drawn: bool = True       # the plate's text is painted on it (False: a blank plate)
     stickers: list = field(default_factory=list)     # windshield stickers: (u, v, w, h, rgb)
     side_decals: list = field(default_factory=list)  # (side +1/-1, x0, x1, z0, z1, rgb)
     rear_stickers: list = field(default_factory=list)
@@ -202,8 +212,9 @@ def identity_rng(seed: int, vehicle_id: int) -> np.random.Generator:
 def sample_identity(seed: int, vehicle_id: int, preset: Preset) -> Identity:
     """The vehicle `vehicle_id` of the world `seed`: a function of (seed, vehicle_id, preset) only."""
     r = identity_rng(seed, vehicle_id)
-    types = list(TYPE_WEIGHTS)
-    tw = np.array([TYPE_WEIGHTS[t] for t in types])
+    weights = dict(preset.type_weights) if preset.type_weights else TYPE_WEIGHTS
+    types = list(weights)
+    tw = np.array([weights[t] for t in types])
     t = types[int(r.choice(len(types), p=tw / tw.sum()))]
     # models of a type in a fixed popularity order; the preset keeps the first few and skews towards the top
     first = (TYPE_NAMES.index(t) - 1) * MODELS_PER_TYPE
@@ -233,7 +244,7 @@ def sample_identity(seed: int, vehicle_id: int, preset: Preset) -> Identity:
         z0 = float(r.uniform(0.35, 0.6)) * model.belt
         x0 = float(r.uniform(-0.35, 0.1)) * model.length
         rgb = vivid()
-        for side in (1, -1):
+        for side in ((int(r.choice([1, -1])),) if preset.one_sided_decals else (1, -1)):
             side_decals.append((side, x0, x0 + float(r.uniform(0.12, 0.35)) * model.length * min(1.3, d), z0,
                                 z0 + float(r.uniform(0.04, 0.12)) * min(1.5, d), rgb))
     rear_stickers = []
@@ -246,7 +257,7 @@ def sample_identity(seed: int, vehicle_id: int, preset: Preset) -> Identity:
                       float(r.uniform(0.3, 0.9)) * model.belt, float(r.uniform(0.06, 0.15)), float(r.uniform(0.2, 0.5))))
     roofy = t in ("sedan", "hatchback", "estate", "suv", "mpv", "van")
     return Identity(
-        vehicle_id=vehicle_id, model=model, color_id=color_id, paint=paint, plate=plate,
+        vehicle_id=vehicle_id, model=model, color_id=color_id, paint=paint, plate=plate, plate_drawn=preset.plate_text,
         plate_style=int(r.choice(3, p=[0.6, 0.25, 0.15] if t not in ("bus", "truck") else [0.1, 0.8, 0.1])),
         stickers=stickers, side_decals=side_decals, rear_stickers=rear_stickers, dents=dents,
         dirt=float(r.uniform(0.2, 0.6)) if p(0.25) else 0.0,

@@ -131,6 +131,8 @@ def _plate(prism: Prism, part: Part, k: int, ident: Identity, t_mid: float, s_mi
     bg, ink = [((0.1, 0.25, 0.75), (0.95, 0.95, 0.95)), ((0.95, 0.8, 0.1), (0.05, 0.05, 0.05)),
                ((0.93, 0.93, 0.93), (0.05, 0.05, 0.05))][ident.plate_style]
     _edge_rect(prism, part, k, t_mid - t_half, t_mid + t_half, s_mid - s_half, s_mid + s_half, bg, MATTE, 0.006)
+    if not ident.plate_drawn:
+        return
     n = len(ident.plate)
     cw = 2 * s_half * 0.86 / n
     for ci, ch in enumerate(ident.plate):

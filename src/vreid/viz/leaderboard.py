@@ -1,13 +1,37 @@
-"""Leaderboard rows (docs/results.json) and their markdown table (docs/results.md)."""
+"""Leaderboard rows (docs/results.json) and their markdown table (docs/results.md).
+
+A row is one config trained on the shared synthetic split with several training seeds (the world fixed); the
+table shows mean ± sample std over the seeds, groups rows by trunk and start (scratch / ImageNet), and says of
+each row whether it beats the `bot` row of its group by more than the noise.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from vreid.fileio import write_json_atomic, write_text_atomic
+
+#: (results key, column title, from the re-ranked results) of each averaged column
+COLUMNS = (("mAP", "mAP", False), ("rank1", "R-1", False), ("mINP", "mINP", False), ("mCGM", "mCGM", False),
+           ("mAP", "mAP +RR", True), ("rank1", "R-1 +RR", True))
+#: rows whose name starts with this are the reference of their group
+REFERENCE_METHOD = "bot/"
+#: a difference counts when it is larger than this many standard errors of the difference
+SIGMAS = 2.0
+
+
+@dataclass
+class SeedRun:
+    """One training of a row: its seed, its results without and with re-ranking, and its wall-clock time."""
+
+    seed: int
+    plain: dict[str, Any]
+    reranked: dict[str, Any]
+    train_seconds: float
 
 
 @dataclass
@@ -16,13 +40,73 @@ class Row:
     config: str
     split: str
     epochs: int
-    plain: dict[str, Any]
-    reranked: dict[str, Any]
     rerank: str
-    train_seconds: float
     params: int
     command: str
-    preset: str = "hard"
+    preset: str
+    trunk: str                # the backbone(s) the config builds, e.g. "timm:mobilenetv2_100"
+    start: str                # "scratch", "imagenet" or "file" (a local weights path)
+    runs: list[SeedRun] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.runs = [r if isinstance(r, SeedRun) else SeedRun(**r) for r in self.runs]
+
+    @property
+    def group(self) -> tuple[str, str]:
+        return self.trunk, self.start
+
+    def values(self, key: str, reranked: bool = False) -> list[float]:
+        return [float((r.reranked if reranked else r.plain)[key]) for r in self.runs
+                if (r.reranked if reranked else r.plain).get(key) is not None]
+
+    def add_run(self, run: SeedRun) -> None:
+        """Keep one run a seed: a seed trained again replaces its earlier run."""
+        self.runs = sorted([r for r in self.runs if r.seed != run.seed] + [run], key=lambda r: r.seed)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for fewer than two values)."""
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, None
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def verdict(row: Row, reference: Row | None, key: str = "mAP") -> str:
+    """better / worse / within noise: the difference of the means against SIGMAS standard errors of it."""
+    if reference is None:
+        return "no bot row in this group"
+    if row is reference:
+        return "reference"
+    a, b = row.values(key), reference.values(key)
+    if len(a) < 2 or len(b) < 2:
+        return "needs 2+ seeds"
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    diff = ma - mb
+    se = math.sqrt(sa ** 2 / len(a) + sb ** 2 / len(b))
+    word = "within noise" if abs(diff) <= SIGMAS * se else ("better" if diff > 0 else "worse")
+    return f"{word} ({100 * diff:+.1f} ± {100 * SIGMAS * se:.1f})"
+
+
+def trunk_and_start(model_cfg: Any) -> tuple[str, str]:
+    """The backbone names a model config builds ("+"-joined) and where their weights start from."""
+    from vreid.models.backbones.config import BackboneConfig
+
+    found: list[BackboneConfig] = []
+    todo = [model_cfg]
+    while todo:
+        obj = todo.pop(0)
+        if isinstance(obj, BackboneConfig):
+            found.append(obj)
+        elif isinstance(obj, (list, tuple)):
+            todo.extend(obj)
+        elif dataclasses.is_dataclass(obj):
+            todo.extend(getattr(obj, f.name) for f in dataclasses.fields(obj))
+    if not found:
+        return "own trunk", "scratch"
+    starts = {"scratch" if b.pretrained is None else ("imagenet" if b.pretrained == "imagenet" else "file")
+              for b in found}
+    return "+".join(dict.fromkeys(b.name for b in found)), "/".join(sorted(starts))
 
 
 def load_rows(path: Path) -> dict[tuple[str, str], Row]:
@@ -36,9 +120,21 @@ def save_rows(path: Path, rows: dict[tuple[str, str], Row]) -> None:
     write_json_atomic(path, [dataclasses.asdict(r) for r in rows.values()])
 
 
-def _pct(d: dict[str, Any], key: str) -> str:
-    v = d.get(key)
-    return f"{100 * v:.1f}" if v is not None else "-"
+def _cell(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    m, s = mean_std(values)
+    return f"{100 * m:.1f}" if s is None else f"{100 * m:.1f} ± {100 * s:.1f}"
+
+
+def grouped(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
+    """Rows by (trunk, start), in first-seen order; the reference row first within its group."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault(r.group, []).append(r)
+    for members in groups.values():
+        members.sort(key=lambda r: not r.name.startswith(REFERENCE_METHOD))
+    return groups
 
 
 def rerankers_section(path: Path) -> list[str]:
@@ -59,30 +155,36 @@ def rerankers_section(path: Path) -> list[str]:
     return lines
 
 
-def write_results_md(path: Path, rows: dict[tuple[str, str], Row]) -> None:
-    lines = [
-        "# Results on the synthetic world",
-        "",
-        "Every row: trained by `benchmarks/leaderboard.py` on the same synthetic split, with the same image size,",
-        "batch shape (P x K), epochs and seed; evaluated under the VeRi-776 protocol (same-id same-camera gallery",
-        "images removed). Metrics in %. `+RR` = the same model re-ranked (k-reciprocal, k1=20, k2=6, lambda=0.3).",
-        "mCGM = HRCN's cross-camera generalisation measure (`eval.metrics: [..., cgm]`; `-` for a row trained",
-        "before the leaderboard measured it).",
-        "Times are wall-clock on the 2-core CPU machine, often shared with other jobs: compare them only roughly.",
-        "The trunk is each config's own choice (the params column shows its size): the CPU-sized configs of some",
-        "methods use much smaller trunks than `bot`, so compare rows within a method first.",
-        "",
-        "| method | split | epochs | mAP | R-1 | R-5 | mINP | mCGM | mAP +RR | R-1 +RR | train time | params | config |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows.values():
-        lines.append(
-            f"| {r.name} | {r.split} | {r.epochs} | {_pct(r.plain, 'mAP')} | {_pct(r.plain, 'rank1')} | "
-            f"{_pct(r.plain, 'rank5')} | {_pct(r.plain, 'mINP')} | {_pct(r.plain, 'mCGM')} | {_pct(r.reranked, 'mAP')} | "
-            f"{_pct(r.reranked, 'rank1')} | {r.train_seconds / 60:.1f} min | {r.params / 1e6:.2f} M | `{r.config}` |"
-        )
+INTRO = [
+    "# Results on the synthetic world",
+    "",
+    "Every row: trained by `benchmarks/leaderboard.py` on the same synthetic split (the world fixed) with the same",
+    "image size, batch shape (P x K) and epochs, once per training seed; evaluated under the VeRi-776 protocol",
+    "(same-id same-camera gallery images removed). Metrics in %, mean ± sample standard deviation over the seeds.",
+    "`+RR` = the same model re-ranked (k-reciprocal, k1=20, k2=6, lambda=0.3). mCGM = HRCN's cross-camera",
+    "generalisation measure. Rows are grouped by trunk and start (scratch / ImageNet): compare rows within a group.",
+    f"`vs bot` compares a row's mAP with its group's `bot` row: the difference of the means ± {SIGMAS:g} standard",
+    "errors of that difference; `better` / `worse` when the difference is larger than that, else `within noise`.",
+    "Times are wall-clock per training run on the 2-core CPU machine, often shared with other jobs.",
+]
+
+
+def write_results_md(path: Path, rows: dict[tuple[str, str], Row], intro: Sequence[str] = INTRO) -> None:
+    header = ("| method | seeds | " + " | ".join(title for _, title, _ in COLUMNS)
+              + " | vs bot (mAP) | time / run | params | config |")
+    lines = list(intro)
+    for (trunk, start), members in grouped(rows.values()).items():
+        reference = next((r for r in members if r.name.startswith(REFERENCE_METHOD)), None)
+        lines += ["", f"## {trunk}, {start}", "", f"Split: {members[0].split}; {members[0].epochs} epochs.", "",
+                  header, "| " + " | ".join(["---"] * (len(COLUMNS) + 6)) + " |"]
+        for r in members:
+            cells = [_cell(r.values(key, rr)) for key, _, rr in COLUMNS]
+            minutes = sum(run.train_seconds for run in r.runs) / max(len(r.runs), 1) / 60
+            lines.append(f"| {r.name} | {len(r.runs)} | " + " | ".join(cells)
+                         + f" | {verdict(r, reference)} | {minutes:.1f} min | {r.params / 1e6:.2f} M | `{r.config}` |")
     lines += rerankers_section(path.parent / "results_rerankers.json")
     lines += ["", "## Commands", ""]
     for r in rows.values():
-        lines.append(f"- {r.name}: `{r.command}` (re-ranking: {r.rerank})")
+        seeds = ", ".join(str(run.seed) for run in r.runs)
+        lines.append(f"- {r.name} (seeds {seeds}): `{r.command}` (re-ranking: {r.rerank})")
     write_text_atomic(path, "\n".join(lines) + "\n")

@@ -20,12 +20,27 @@ def set_last_stride(layer4: nn.Module) -> None:
             m.kernel_size, m.stride, m.padding = 1, 1, 0  # a strided pool in a 'd'-style shortcut
 
 
+def last_strided_stage(model: nn.Module) -> nn.Module | None:
+    """The last stage that halves resolution: ``layer4`` of ResNet-style models, else the last stage of
+    ``blocks`` (EfficientNet / MobileNet style) whose first block has a stride-2 convolution; None if neither."""
+    if hasattr(model, "layer4"):
+        return model.layer4
+    stages = getattr(model, "blocks", None)
+    if not isinstance(stages, nn.Sequential):
+        return None
+    strided = [stage for stage in stages
+               if any(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in (stage[0] if isinstance(
+                   stage, nn.Sequential) else stage).modules())]
+    return strided[-1] if strided else None
+
+
 class TimmBackbone(nn.Module):
     """Wraps ``timm.create_model(name, pretrained=False, num_classes=0, global_pool='')``.
 
     ``forward_features`` gives (B, C, h, w) for CNNs (NHWC models such as Swin are permuted to NCHW) and
     (B, N, C) for token models with the class token first; a token model without a class token gets the mean
-    token prepended, so token 0 is always a global summary. ``last_stride`` applies to models with a ``layer4``.
+    token prepended, so token 0 is always a global summary. ``last_stride: 1`` keeps the resolution of the last
+    strided stage (``layer4`` of ResNets; the last stride-2 stage of EfficientNet / MobileNet ``blocks``).
     """
 
     def __init__(self, model_name: str, last_stride: int = 1, **kwargs: Any) -> None:
@@ -40,8 +55,9 @@ class TimmBackbone(nn.Module):
         prefix = getattr(self.model, "num_prefix_tokens", None)
         self.feature_layout = "tokens" if prefix is not None and not self._nhwc else "map"
         self._prepend_mean = self.feature_layout == "tokens" and prefix == 0
-        if last_stride == 1 and hasattr(self.model, "layer4"):
-            set_last_stride(self.model.layer4)
+        stage = last_strided_stage(self.model) if last_stride == 1 else None
+        if stage is not None:
+            set_last_stride(stage)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model.forward_features(x)
