@@ -77,3 +77,26 @@ def train_run(cfg, hooks=(), resume=False):
         return trainer.fit(resume=resume), trainer
     finally:
         trainer.close()
+
+
+def build_from_config(method_dir: str, config: str, *overrides: str, num_classes: int = 6, device: str = "cpu"):
+    """The method of `configs/<method_dir>/<config>.yaml` (seeded, on `device`) and its config."""
+    import torch
+
+    from vreid.config import load_experiment
+    from vreid.methods import DataInfo, build_method
+
+    cfg = load_experiment(f"configs/{method_dir}/{config}.yaml", list(overrides))
+    info = DataInfo(num_classes=num_classes, height=cfg.data.height, width=cfg.data.width)
+    torch.manual_seed(0)
+    with torch.device(device):
+        return build_method(cfg.model, info), cfg
+
+
+def random_batch(size: int = 64, ids: int = 3, per_id: int = 2) -> dict:
+    """A training batch of random images: `ids` identities with `per_id` images each."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(ids).repeat_interleave(per_id)
+    return {"images": torch.randn(len(labels), 3, size, size, generator=g), "labels": labels}

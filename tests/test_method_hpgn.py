@@ -17,21 +17,16 @@ from vreid.models.hpgn import (
     pyramid_sizes,
 )
 
+from conftest import build_from_config, random_batch  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(config: str, *overrides: str, num_classes: int = 6, device: str = "cpu"):
-    cfg = load_experiment(f"configs/hpgn/{config}.yaml", list(overrides))
-    info = DataInfo(num_classes=num_classes, height=cfg.data.height, width=cfg.data.width)
-    torch.manual_seed(0)
-    with torch.device(device):
-        return build_method(cfg.model, info), cfg
+    return build_from_config("hpgn", config, *overrides, num_classes=num_classes, device=device)
 
 
-def batch(size: int = 64, ids: int = 3, per_id: int = 2) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    labels = torch.arange(ids).repeat_interleave(per_id)
-    return {"images": torch.randn(len(labels), 3, size, size, generator=g), "labels": labels}
+batch = random_batch
 
 
 def random_bn_stats(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -10,24 +10,18 @@ import torch.nn.functional as F
 
 from vreid.config import ConfigError, load_experiment
 from vreid.eval.part_distance import unpack_parts
-from vreid.methods import DataInfo, build_method
 from vreid.models.musp import partition_product
+
+from conftest import build_from_config, random_batch  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(config: str = "synthetic", *overrides: str, num_classes: int = 6, device: str = "cpu"):
-    cfg = load_experiment(f"configs/musp/{config}.yaml", list(overrides))
-    info = DataInfo(num_classes=num_classes, height=cfg.data.height, width=cfg.data.width)
-    torch.manual_seed(0)
-    with torch.device(device):
-        return build_method(cfg.model, info), cfg
+    return build_from_config("musp", config, *overrides, num_classes=num_classes, device=device)
 
 
-def batch(size: int = 64, ids: int = 3, per_id: int = 2) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    labels = torch.arange(ids).repeat_interleave(per_id)
-    return {"images": torch.randn(len(labels), 3, size, size, generator=g), "labels": labels}
+batch = random_batch
 
 
 def test_attention_maps_are_soft_non_negative_and_five():

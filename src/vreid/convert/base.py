@@ -16,6 +16,15 @@ from vreid.registry import Registry
 TRAINING_ONLY_MODULES = ("classifier", "center")
 
 
+def renamed(key: str, renames) -> str | None:
+    """The new name of `key` by the first (compiled pattern, rename(match)) pair that matches it whole; None if none."""
+    for pattern, rename in renames:
+        m = pattern.fullmatch(key)
+        if m:
+            return rename(m)
+    return None
+
+
 def training_only(key: str) -> bool:
     return any(part in TRAINING_ONLY_MODULES for part in key.split(".")[:-1])
 

@@ -23,7 +23,7 @@ import re
 
 import torch
 
-from vreid.convert.base import CONVERTERS, Converted, ConversionError
+from vreid.convert.base import CONVERTERS, Converted, ConversionError, renamed
 from vreid.convert.fastreid import FastReIDConverter
 from vreid.methods import MethodConfig
 
@@ -64,11 +64,7 @@ _ONE_BY_ONE = re.compile(r"heads\.(align_lower_layers|feat_layers)\.\d+\.0\.weig
 
 def vreid_key(key: str) -> str | None:
     """The vreid `hrcn` name of an official HRCN key, or None when vreid's layout has no place for it."""
-    for pattern, rename in _RENAMES:
-        m = pattern.fullmatch(key)
-        if m:
-            return rename(m)
-    return None
+    return renamed(key, _RENAMES)
 
 
 def vreid_tensor(key: str, value: torch.Tensor) -> torch.Tensor:

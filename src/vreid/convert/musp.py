@@ -19,7 +19,7 @@ import re
 
 import torch
 
-from vreid.convert.base import CONVERTERS, Converted, ConversionError, Preprocessing
+from vreid.convert.base import CONVERTERS, Converted, ConversionError, Preprocessing, renamed
 from vreid.methods import MethodConfig
 
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -36,11 +36,7 @@ MUSP_MEAN = MUSP_STD = (0.5, 0.5, 0.5)
 
 def vreid_key(key: str) -> str | None:
     """The vreid `musp` name of an official MUSP key, or None when vreid's layout has no place for it."""
-    for pattern, rename in _RENAMES:
-        m = pattern.fullmatch(key)
-        if m:
-            return rename(m)
-    return None
+    return renamed(key, _RENAMES)
 
 
 class MuspConverter:

@@ -175,7 +175,8 @@ def write_results_md(path: Path, rows: dict[tuple[str, str], Row], intro: Sequen
     lines = list(intro)
     for (trunk, start), members in grouped(rows.values()).items():
         reference = next((r for r in members if r.name.startswith(REFERENCE_METHOD)), None)
-        lines += ["", f"## {trunk}, {start}", "", f"Split: {members[0].split}; {members[0].epochs} epochs.", "",
+        budgets = "; ".join(dict.fromkeys(f"{r.split}, {r.epochs} epochs" for r in members))
+        lines += ["", f"## {trunk}, {start}", "", f"Split: {budgets}.", "",
                   header, "| " + " | ".join(["---"] * (len(COLUMNS) + 6)) + " |"]
         for r in members:
             cells = [_cell(r.values(key, rr)) for key, _, rr in COLUMNS]
