@@ -1,0 +1,186 @@
+"""Label sources: who gives the training identities. A source is refreshed before every epoch by
+`LabelSourceHook` and returns `TrainLabels`: the class of every training record that the trainer's P x K sampler
+draws from (-1 = left out this epoch) and, per model of the method, the labels that model learns.
+
+Sources are registered by name in `LABEL_SOURCES`; a method picks one with a config key (`usl`: `model.labels`).
+Every public module of `vreid.unsup` is imported on the first lookup, so a source registers itself where it is
+defined (`vreid.unsup.vapc` registers `viewpoint_progressive`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vreid.data.records import relabel
+from vreid.engine.hooks import Hook
+from vreid.fileio import write_text_atomic
+from vreid.registry import Registry
+
+if TYPE_CHECKING:
+    from vreid.engine.trainer import Trainer
+
+
+@dataclass
+class TrainLabels:
+    """What a source gives for one epoch.
+
+    labels: one class index per training record for the sampler (0..C-1, -1 = left out this epoch).
+    per_model: per model of the method, its own label per training record (-1 = that model does not train on the
+        record); handed to `method.set_pseudo_labels(b, per_model[b], features[b], subset)`. Empty: the method
+        learns `labels` only (what the batch's "labels" hold).
+    features: per model, the features the source computed for the `subset` records (row i = record subset[i]);
+        methods build their cluster centroids from them.
+    subset: the training record indices the feature rows belong to (ascending).
+    report_rows: rows appended to the run's clusters.csv (empty: nothing written this epoch).
+    """
+
+    labels: np.ndarray
+    per_model: list[np.ndarray] = field(default_factory=list)
+    features: list[torch.Tensor] = field(default_factory=list)
+    subset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    report_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def check(self, num_records: int) -> None:
+        """Raise ValueError when the shapes do not fit `num_records` training records (a source's bug)."""
+        if len(self.labels) != num_records or any(len(p) != num_records for p in self.per_model):
+            raise ValueError(f"a label source gave labels for {len(self.labels)} records (per model: "
+                             f"{[len(p) for p in self.per_model]}); the training split has {num_records}")
+        if self.per_model and len(self.features) != len(self.per_model):
+            raise ValueError(f"a label source gave {len(self.per_model)} label sets but {len(self.features)} "
+                             "feature sets; give one feature tensor per model")
+        if any(f.shape[0] != len(self.subset) for f in self.features):
+            raise ValueError("a label source's feature rows must match its subset, one row per subset record")
+
+
+@dataclass
+class LabelContext:
+    """What a source gets at each refresh.
+
+    trainer: the running Trainer (its dataset, config, device, `dist`); read-only for a source.
+    method: the method being trained; its config is also the source's `cfg`.
+    epoch: the 0-based epoch about to start; epochs: the run's schedule.epochs.
+    models: one module per model of the method, the ones to extract clustering features with (`method.label_models`).
+    online: the trained module of each model (the same objects as `models` when the method clusters with them).
+    rng: this epoch's generator, a pure function of (seed, epoch): a resumed run draws the same numbers.
+    """
+
+    trainer: "Trainer"
+    method: nn.Module
+    epoch: int
+    epochs: int
+    models: Sequence[nn.Module]
+    online: Sequence[nn.Module]
+    rng: np.random.Generator
+
+    @property
+    def num_records(self) -> int:
+        return len(self.trainer.dataset.train)
+
+    def extract(self, module: nn.Module, indices: np.ndarray) -> torch.Tensor:
+        """Features of the training records `indices` from `module` (its `embed`), in that order."""
+        from vreid.engine.extract import extract_features
+
+        t = self.trainer
+        records = [t.dataset.train[i] for i in indices]
+        return extract_features(module, records, t.cfg.data, t.device, amp=t.amp)
+
+    def true_ids(self, indices: np.ndarray) -> np.ndarray:
+        """True vehicle ids of records `indices`: for report rows only, never for training labels."""
+        return np.array([self.trainer.dataset.train[i].vehicle_id for i in indices], np.int64)
+
+
+class LabelSource:
+    """Base class. Built as `cls(method_cfg)`: a source reads the fields it needs from its method's config.
+
+    `refresh` runs before every epoch and returns `TrainLabels`; `state_dict`/`load_state_dict` carry whatever the
+    next refresh needs (a sampled neighbourhood, a window start) across a resume.
+    """
+
+    def __init__(self, cfg: Any = None) -> None:
+        self.cfg = cfg
+
+    def refresh(self, ctx: LabelContext) -> TrainLabels:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+LABEL_SOURCES: Registry[type[LabelSource]] = Registry("label source", plugins="vreid.unsup")
+
+
+def label_source_names() -> Registry[type[LabelSource]]:
+    """For config fields: `field(default=..., metadata=choices(registry=label_source_names))`."""
+    return LABEL_SOURCES
+
+
+def build_label_source(name: str, cfg: Any = None) -> LabelSource:
+    return LABEL_SOURCES.get(name)(cfg)
+
+
+@LABEL_SOURCES.register("dataset")
+class DatasetLabels(LabelSource):
+    """The dataset's own ids (what supervised training uses): every model learns them on every record; features
+    of all records from each model, for methods that build centroids."""
+
+    def refresh(self, ctx: LabelContext) -> TrainLabels:
+        labels = np.asarray(relabel(ctx.trainer.dataset.train)[0], np.int64)
+        subset = np.arange(ctx.num_records)
+        return TrainLabels(labels=labels, per_model=[labels.copy() for _ in ctx.models],
+                           features=[ctx.extract(m, subset) for m in ctx.models], subset=subset)
+
+
+def write_rows_csv(path, rows: Sequence[dict[str, Any]]) -> None:
+    """All report rows so far as one CSV (columns: the keys of the first row), written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+class LabelSourceHook(Hook):
+    """Refreshes a source before every epoch and hands its labels on: `labels` to `trainer.set_train_labels`,
+    `per_model[b]` to `method.set_pseudo_labels(b, ...)`; report rows go to clusters.csv in the run folder.
+
+    The method says which modules extract features with `label_models() -> (models, online)` (default: itself).
+    """
+
+    priority = 10  # labels must be in place before any other hook sees the epoch
+    rng_salt = 0x0D5
+
+    def __init__(self, source: LabelSource, method: nn.Module) -> None:
+        self.source, self.method = source, method
+        self.rows: list[dict[str, Any]] = []
+
+    def context(self, trainer: "Trainer") -> LabelContext:
+        models, online = (self.method.label_models() if hasattr(self.method, "label_models")
+                          else ([self.method], [self.method]))
+        rng = np.random.default_rng([trainer.cfg.seed, trainer.epoch, self.rng_salt])
+        return LabelContext(trainer, self.method, trainer.epoch, trainer.cfg.schedule.epochs,
+                            models, online, rng)
+
+    def before_epoch(self, trainer: "Trainer") -> None:
+        result = self.source.refresh(self.context(trainer))
+        result.check(len(trainer.dataset.train))
+        for b, labels in enumerate(result.per_model):
+            self.method.set_pseudo_labels(b, labels, result.features[b], result.subset)
+        trainer.set_train_labels(result.labels.tolist())
+        self.rows.extend(result.report_rows)
+        if self.rows and trainer.dist.is_main:
+            write_rows_csv(trainer.output_dir / "clusters.csv", self.rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"source": self.source.state_dict(), "rows": list(self.rows)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.source.load_state_dict(state["source"])
+        self.rows = list(state["rows"])
