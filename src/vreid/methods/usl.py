@@ -1,9 +1,9 @@
 """`usl`: large-scale fully-unsupervised Re-ID (Bertocco et al., 2023), no identity labels used.
 
-B >= 1 backbones, each with an EMA teacher. Before every epoch (one pipeline iteration) the hook in
-`vreid.methods.usl_pipeline` clusters each backbone's features (kNN, O(kN) mutual-kNN Jaccard re-ranking, sparse
-DBSCAN with eps from a schedule), optionally on a local neighbourhood of the data, and a random derangement
-decides whose pseudo-labels each backbone learns from. Losses per backbone: proxy softmax over the cluster
+B >= 1 backbones, each with an EMA teacher. Before every epoch (one pipeline iteration) a label source
+(`model.labels`, `vreid.unsup.label_sources`; default `cotrain`) clusters each backbone's features (kNN, O(kN)
+mutual-kNN Jaccard re-ranking, sparse DBSCAN with eps from a schedule), optionally on a local neighbourhood of
+the data, and a random derangement decides whose pseudo-labels each backbone learns from. Losses per backbone: proxy softmax over the cluster
 centroids + batch-hard softmax-triplet. Retrieval uses the teachers: the concatenation of their L2-normalised
 features over sqrt(B), so squared Euclidean distance is the mean of the backbones' squared distances
 (`vreid.unsup.ensemble.EnsembleDistances` gives the paper's mean of Euclidean distances).
@@ -24,10 +24,11 @@ from vreid.engine.hooks import Hook
 from vreid.engine.momentum import make_key_encoder
 from vreid.methods.base import METHODS, Batch, DataInfo, MethodConfig, ReidMethod
 from vreid.methods.bot import _pools
-from vreid.methods.usl_pipeline import UslPipelineHook
+from vreid.methods.usl_pipeline import UslTeacherHook
 from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.layers import BNNeck, make_pool
 from vreid.unsup.clustering import ClusteringConfig
+from vreid.unsup.label_sources import LabelSourceHook, build_label_source, label_source_names
 from vreid.unsup.memory import ClusterMemory, proxy_loss, softmax_triplet_loss
 from vreid.unsup.schedules import EpsSchedule
 
@@ -45,13 +46,16 @@ class UslConfig(MethodConfig):
     memory_momentum: float = 0.0          # 0: centroids fixed between clusterings (paper)
     embed_with: Literal["teacher", "online"] = "teacher"
     cluster_with: Literal["online", "teacher"] = "online"
+    #: who gives the training identities (vreid.unsup.label_sources): cotrain = clustering + the derangement
+    #: below (the paper), clustering = each backbone its own clusters, dataset = the true ids (an upper bound)
+    labels: str = field(default="cotrain", metadata=choices(registry=label_source_names))
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     eps: EpsSchedule = field(default_factory=EpsSchedule)
     schedule_epochs: int | None = None    # E of the eps schedule; default: the run's schedule.epochs
     neighborhood_fraction: float = 1.0    # p; < 1 clusters and trains on a local neighbourhood of p N images
     sampling: Literal["anchor", "partition"] = "anchor"
     resample_every: int = 3
-    cotrain: Literal["derangement", "own"] = "derangement"
+    cotrain: Literal["derangement", "own"] = "derangement"   # read by labels: cotrain ("own" = clustering)
     #: with B > 1: "union" = each backbone trains on every image its learned labels keep (the paper); "intersection"
     #: = only on images that every backbone's labels keep (far fewer images in early epochs: docs/methods/usl.md)
     cotrain_images: Literal["union", "intersection"] = "union"
@@ -105,6 +109,10 @@ class UnsupervisedReid(ReidMethod):
         self.memories[b].reset(features, labels[subset])
         self.memories[b].to(device)
 
+    def label_models(self) -> tuple[nn.ModuleList, nn.ModuleList]:
+        """(the modules to cluster with, the trained ones), for the label source."""
+        return (self.encoders if self.cfg.cluster_with == "online" else self.teachers), self.encoders
+
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return {f"feat{b}": enc(batch["images"]) for b, enc in enumerate(self.encoders)}
 
@@ -135,4 +143,4 @@ class UnsupervisedReid(ReidMethod):
         return torch.cat([m.embed(images) * scale for m in models], dim=1)
 
     def hooks(self) -> list[Hook]:
-        return [UslPipelineHook(self)]
+        return [LabelSourceHook(build_label_source(self.cfg.labels, self.cfg), self), UslTeacherHook(self)]

@@ -11,19 +11,26 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 import torch
+from rich.console import Console
 from torch import nn
 
 from vreid.data.records import relabel
 from vreid.engine.hooks import Hook
 from vreid.fileio import write_text_atomic
 from vreid.registry import Registry
+from vreid.unsup.clustering import ClusteringConfig, cluster_features, cluster_stats
+from vreid.unsup.cotrain import random_derangement
+from vreid.unsup.sampling import disjoint_partitions, neighbourhood_sample
+from vreid.unsup.schedules import EpsSchedule
 
 if TYPE_CHECKING:
     from vreid.engine.trainer import Trainer
+
+console = Console(stderr=True)
 
 
 @dataclass
@@ -136,6 +143,124 @@ class DatasetLabels(LabelSource):
         subset = np.arange(ctx.num_records)
         return TrainLabels(labels=labels, per_model=[labels.copy() for _ in ctx.models],
                            features=[ctx.extract(m, subset) for m in ctx.models], subset=subset)
+
+
+def joint_labels(assigned: list[np.ndarray], images: str = "union") -> np.ndarray:
+    """One class per combination of the models' assigned labels, so every P x K batch is consistent under each
+    model's own labels. "union" (the paper: each model trains on the inliers of the labels it learns from)
+    keeps an image some model has a label for, -1 counting as a value of the combination; the models without
+    a label for it leave it out of their losses. "intersection" keeps only images every model has a label for."""
+    stack = np.stack(assigned, 1)
+    out = np.full(len(stack), -1, np.int64)
+    keep = (stack >= 0).any(1) if images == "union" else (stack >= 0).all(1)
+    if keep.any():
+        out[keep] = np.unique(stack[keep], axis=0, return_inverse=True)[1].reshape(-1)
+    return out
+
+
+class ClusteringSettings(Protocol):
+    """The method-config fields the clustering sources read (`usl`'s UslConfig has them all)."""
+
+    clustering: ClusteringConfig
+    eps: EpsSchedule
+    schedule_epochs: int | None          # E of the eps schedule; None: the run's schedule.epochs
+    neighborhood_fraction: float
+    sampling: str                        # "anchor" | "partition"
+    resample_every: int
+    cotrain: str                         # "derangement" | "own" (read by `cotrain`)
+    cotrain_images: str                  # "union" | "intersection"
+
+
+@LABEL_SOURCES.register("clustering")
+class ClusteringLabels(LabelSource):
+    """Each model's features clustered (sparse DBSCAN, eps from the schedule), optionally on a local
+    neighbourhood of the data redrawn every `resample_every` epochs; each model learns its own clusters, the
+    sampler draws one class per combination of the models' labels (`joint_labels`). Too few classes for a
+    P x K batch: eps is loosened in steps of 0.05 (logged in clusters.csv)."""
+
+    cfg: ClusteringSettings
+
+    def __init__(self, cfg: ClusteringSettings) -> None:
+        super().__init__(cfg)
+        self.subset: np.ndarray | None = None
+        self.partitions: list[np.ndarray] = []
+        self.window_start = 0
+
+    def permutation(self, models: int, rng: np.random.Generator) -> np.ndarray:
+        """Whose clusters each model learns: model b learns those of model perm[b]."""
+        return np.arange(models)
+
+    def _choose_subset(self, ctx: LabelContext) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
+        """The records to cluster this epoch, and features already extracted for them (model -> rows)."""
+        cfg, n = self.cfg, ctx.num_records
+        cached: dict[int, torch.Tensor] = {}
+        if cfg.neighborhood_fraction >= 1.0:
+            return np.arange(n), cached
+        if self.subset is None or ctx.epoch - self.window_start >= cfg.resample_every:
+            b = int(ctx.rng.integers(len(ctx.online)))
+            feats = ctx.extract(ctx.online[b], np.arange(n))   # online model, whole set
+            if cfg.sampling == "anchor":
+                self.partitions = [neighbourhood_sample(feats, cfg.neighborhood_fraction, int(ctx.rng.integers(n)))]
+            else:
+                self.partitions = disjoint_partitions(feats, cfg.neighborhood_fraction, ctx.rng)
+            self.window_start = ctx.epoch
+            if ctx.models[b] is ctx.online[b]:
+                cached[b] = feats
+        self.subset = np.sort(self.partitions[(ctx.epoch - self.window_start) % len(self.partitions)])
+        return self.subset, {b: f[torch.from_numpy(self.subset)] for b, f in cached.items()}
+
+    def refresh(self, ctx: LabelContext) -> TrainLabels:
+        cfg, n = self.cfg, ctx.num_records
+        t = ctx.epoch + 1
+        subset, cached = self._choose_subset(ctx)
+        feats = [cached[b] if b in cached else ctx.extract(m, subset) for b, m in enumerate(ctx.models)]
+        eps = cfg.eps(t, cfg.schedule_epochs or ctx.epochs)
+        need = ctx.trainer.cfg.data.ids_per_batch
+        while True:
+            labels = [cluster_features(f, eps, cfg.clustering) for f in feats]
+            perm = self.permutation(len(feats), ctx.rng)
+            assigned = []
+            for b in range(len(feats)):
+                full = np.full(n, -1, np.int64)
+                full[subset] = labels[perm[b]]
+                assigned.append(full)
+            joint = joint_labels(assigned, cfg.cotrain_images)
+            if joint.max() + 1 >= need or eps >= 0.95:
+                break
+            eps = round(eps + 0.05, 4)
+            console.print(f"[yellow]{ctx.method.cfg.name}: fewer than {need} clusters; eps raised to {eps}[/yellow]")
+        if joint.max() + 1 < need:
+            from vreid.config.loader import ConfigError
+
+            raise ConfigError(f"key 'data.ids_per_batch': {ctx.method.cfg.name} clustering found {joint.max() + 1} "
+                              f"clusters, fewer than data.ids_per_batch={need}; lower data.ids_per_batch or "
+                              "model.clustering.min_samples", key="data.ids_per_batch")
+        true_ids, in_loader = ctx.true_ids(subset), joint >= 0
+        rows = [{"epoch": t, "backbone": b, "eps": round(eps, 4), **cluster_stats(labels[b], true_ids).as_row(),
+                 "learns_from": int(perm[b]), "trained_images": int((in_loader & (assigned[b] >= 0)).sum()),
+                 "loader_images": int(in_loader.sum()), "trained_classes": int(joint.max() + 1)}
+                for b in range(len(feats))]
+        return TrainLabels(labels=joint, per_model=assigned, features=feats, subset=subset, report_rows=rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"subset": None if self.subset is None else torch.from_numpy(self.subset),
+                "partitions": [torch.from_numpy(p) for p in self.partitions], "window_start": self.window_start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.subset = None if state["subset"] is None else state["subset"].numpy()
+        self.partitions = [p.numpy() for p in state["partitions"]]
+        self.window_start = int(state["window_start"])
+
+
+@LABEL_SOURCES.register("cotrain")
+class CotrainLabels(ClusteringLabels):
+    """`clustering`, with the labels permuted between the co-trained models: a random derangement drawn at every
+    refresh (`cotrain: derangement`, the paper; one model learns its own), or none (`cotrain: own`)."""
+
+    def permutation(self, models: int, rng: np.random.Generator) -> np.ndarray:
+        if self.cfg.cotrain == "derangement":
+            return random_derangement(models, rng)
+        return super().permutation(models, rng)
 
 
 def write_rows_csv(path, rows: Sequence[dict[str, Any]]) -> None:
