@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from vreid.engine.trainer import Trainer
 
 console = Console(stderr=True)
+T = TypeVar("T")
 
 
 @dataclass
@@ -158,6 +159,25 @@ def joint_labels(assigned: list[np.ndarray], images: str = "union") -> np.ndarra
     return out
 
 
+def loosen_eps(attempt: Callable[[float], tuple[T, int]], eps: float, need: int, who: str) -> tuple[T, float]:
+    """`attempt(eps)` -> (labels, number of classes); while that is fewer than `need` (data.ids_per_batch: one
+    P x K batch), loosen eps by 0.05 up to 0.95 and try again. Returns the last labels and their eps; a
+    ConfigError naming data.ids_per_batch when even eps 0.95 gives too few classes."""
+    while True:
+        result, found = attempt(eps)
+        if found >= need or eps >= 0.95:
+            break
+        eps = round(eps + 0.05, 4)
+        console.print(f"[yellow]{who}: fewer than {need} clusters; eps raised to {eps}[/yellow]")
+    if found < need:
+        from vreid.config.loader import ConfigError
+
+        raise ConfigError(f"key 'data.ids_per_batch': {who} clustering found {found} clusters, fewer than "
+                          f"data.ids_per_batch={need}; lower data.ids_per_batch or model.clustering.min_samples",
+                          key="data.ids_per_batch")
+    return result, eps
+
+
 class ClusteringSettings(Protocol):
     """The method-config fields the clustering sources read (`usl`'s UslConfig has them all)."""
 
@@ -215,8 +235,8 @@ class ClusteringLabels(LabelSource):
         subset, cached = self._choose_subset(ctx)
         feats = [cached[b] if b in cached else ctx.extract(m, subset) for b, m in enumerate(ctx.models)]
         eps = cfg.eps(t, cfg.schedule_epochs or ctx.epochs)
-        need = ctx.trainer.cfg.data.ids_per_batch
-        while True:
+
+        def attempt(eps: float):   # -> ((labels per model, permutation, assigned per model, joint), classes)
             labels = [cluster_features(f, eps, cfg.clustering) for f in feats]
             perm = self.permutation(len(feats), ctx.rng)
             assigned = []
@@ -225,16 +245,10 @@ class ClusteringLabels(LabelSource):
                 full[subset] = labels[perm[b]]
                 assigned.append(full)
             joint = joint_labels(assigned, cfg.cotrain_images)
-            if joint.max() + 1 >= need or eps >= 0.95:
-                break
-            eps = round(eps + 0.05, 4)
-            console.print(f"[yellow]{ctx.method.cfg.name}: fewer than {need} clusters; eps raised to {eps}[/yellow]")
-        if joint.max() + 1 < need:
-            from vreid.config.loader import ConfigError
+            return (labels, perm, assigned, joint), int(joint.max()) + 1
 
-            raise ConfigError(f"key 'data.ids_per_batch': {ctx.method.cfg.name} clustering found {joint.max() + 1} "
-                              f"clusters, fewer than data.ids_per_batch={need}; lower data.ids_per_batch or "
-                              "model.clustering.min_samples", key="data.ids_per_batch")
+        (labels, perm, assigned, joint), eps = loosen_eps(attempt, eps, ctx.trainer.cfg.data.ids_per_batch,
+                                                          ctx.method.cfg.name)
         true_ids, in_loader = ctx.true_ids(subset), joint >= 0
         rows = [{"epoch": t, "backbone": b, "eps": round(eps, 4), **cluster_stats(labels[b], true_ids).as_row(),
                  "learns_from": int(perm[b]), "trained_images": int((in_loader & (assigned[b] >= 0)).sum()),
