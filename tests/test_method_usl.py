@@ -22,7 +22,7 @@ USL = {"model.name": "usl", "model.backbones": "[{name: resnet_tiny_ibn_a}, {nam
 
 def usl_overrides(root, out, **extra) -> list[str]:
     """The shared tiny config, with `usl` in place of bot's single `model.backbone`."""
-    return [o for o in tiny_overrides(root, out, **USL, **extra) if not o.startswith("model.backbone.")]
+    return [o for o in tiny_overrides(root, out, **{**USL, **extra}) if not o.startswith("model.backbone.")]
 
 
 def test_unsupervised_training_through_the_trainer(tiny_world, tmp_path):
