@@ -201,7 +201,9 @@ class Trainer:
 
     # ----- what hooks may call -------------------------------------------------------------------------
     def set_train_labels(self, labels: Sequence[int]) -> None:
-        """Replace the training labels (class index per train record; -1 = leave the image out this epoch)."""
+        """Replace the training labels (class index per train record; -1 = leave the image out this epoch): the
+        sampler's input. Methods with pseudo-labels get here through a label source (vreid.unsup.label_sources,
+        refreshed by LabelSourceHook); until one refreshes, the labels are the dataset's own ids (`dataset`)."""
         if len(labels) != len(self.dataset.train):
             raise ValueError(f"got {len(labels)} labels for {len(self.dataset.train)} training images")
         self.labels = [int(x) for x in labels]
