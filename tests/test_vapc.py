@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def test_predictor_reaches_high_accuracy_on_held_out_vehicles(view_world_dir):
 def test_viewpoint_labels_csv_gives_the_predictions(tmp_path, view_world_dir):
     ds = load_dataset(DataConfig(root=str(view_world_dir)))
     records = ds.train[:3]
-    rel = [str(__import__("pathlib").Path(r.path).relative_to(view_world_dir)) for r in records]
+    rel = [str(Path(r.path).relative_to(view_world_dir)) for r in records]
     path = tmp_path / "viewpoint_labels.csv"
     path.write_text(f"path,viewpoint\n{rel[0]},left_front\n{records[1].path},1\n{rel[2]},side\n")
     five = VIEWPOINT_BINS.get("five")

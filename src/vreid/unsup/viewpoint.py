@@ -37,7 +37,8 @@ class ViewpointBins:
     of_orientation: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if len(self.of_orientation) != len(VIEWPOINT_NAMES) or not set(self.of_orientation) <= set(range(len(self.names))):
+        fits = set(self.of_orientation) <= set(range(len(self.names)))
+        if len(self.of_orientation) != len(VIEWPOINT_NAMES) or not fits:
             raise ValueError(f"viewpoint bins {self.names}: need one bin per orientation {VIEWPOINT_NAMES}")
 
     def __len__(self) -> int:
@@ -198,7 +199,8 @@ def accuracy_report(pred: ViewpointPredictions, records: Sequence[ImageRecord], 
     confusion = np.zeros((len(bins), len(bins)), np.int64)
     np.add.at(confusion, (truth[has], pred.bins[has]), 1)
     acc = float((truth[has] == pred.bins[has]).mean()) if has.any() else float("nan")
-    return {f"{name}_accuracy": round(acc, 4), f"{name}_labelled": int(has.sum()), f"{name}_confusion": confusion.tolist()}
+    return {f"{name}_accuracy": round(acc, 4), f"{name}_labelled": int(has.sum()),
+            f"{name}_confusion": confusion.tolist()}
 
 
 def read_viewpoint_labels(path: str | Path, records: Sequence[ImageRecord], root: str | Path,
