@@ -29,6 +29,8 @@ def config_for(entry: str) -> Path:
     path = Path(entry)
     if entry.endswith(".yaml"):
         return path if path.is_absolute() else ROOT / path
+    if "/" in entry:   # "bot/synthetic-scratch": a config of the method's folder
+        return ROOT / "configs" / f"{entry}.yaml"
     return ROOT / "configs" / entry / "synthetic.yaml"
 
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ids", type=int, default=160)
     parser.add_argument("--cameras", type=int, default=8)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=6, help="the v2 budget (docs/results.md)")
     parser.add_argument("--p", type=int, default=8, help="identities per batch")
     parser.add_argument("--k", type=int, default=4, help="images per identity")
     parser.add_argument("--world-seed", type=int, default=0, help="the synthetic world's seed (fixed for all rows)")
@@ -82,7 +84,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "leaderboard"))
     parser.add_argument("--results", default=str(ROOT / "docs" / "results.json"))
     parser.add_argument("--rerank", default="kreciprocal", help="re-ranking for the second set of columns")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the .md beside --results; train nothing")
+    parser.add_argument("--intro", default="v2", help="the table's introduction (vreid.viz.leaderboard.INTROS)")
     args = parser.parse_args(argv)
+    from vreid.viz.leaderboard import INTROS
+
+    if args.intro not in INTROS:
+        parser.error(f"--intro {args.intro!r}: choose one of {', '.join(INTROS)}")
+    intro = INTROS[args.intro]
+    if args.render_only:
+        from vreid.viz.leaderboard import load_rows, write_results_md
+
+        results = Path(args.results)
+        write_results_md(results.with_suffix(".md"), load_rows(results), intro)
+        return
 
     import torch
 
@@ -141,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                 row.command, row.trunk, row.start, row.params = command, trunk, start, params
                 rows[(name, args.preset)] = row
                 save_rows(results, rows)
-                write_results_md(results.with_suffix(".md"), rows)
+                write_results_md(results.with_suffix(".md"), rows, intro)
             print(f"{name} seed {seed}: mAP {100 * plain['mAP']:.2f} (re-ranked {100 * reranked['mAP']:.2f}), "
                   f"{seconds:.0f} s", flush=True)
 

@@ -75,6 +75,9 @@ def test_reranker_section_follows_the_rows(tmp_path):
     assert "## Re-rankers on the same features" in text
     assert "| none | 1 | 24.9 | 21.5 |" in text and "| contextual | 3 | 28.7 ± 0.1 | 23.3 ± 0.6 |" in text
     assert text.index("Re-rankers") < text.index("## Commands")
+    archive = tmp_path / "results-round1.md"   # another table reads its own re-rankers file, not results.md's
+    write_results_md(archive, {("bot/synthetic", "hard"): _row("bot/synthetic", [0.3])})
+    assert "Re-rankers" not in archive.read_text()
 
 
 def test_trunk_and_start_of_configs():
@@ -83,4 +86,7 @@ def test_trunk_and_start_of_configs():
     assert trunk_and_start(load_experiment(root / "mbr" / "synthetic.yaml", []).model) == ("resnet18_ibn_a",
                                                                                           "scratch")
     cotrain = load_experiment(root / "usl" / "synthetic-cotrain.yaml", []).model
-    assert trunk_and_start(cotrain) == ("resnet_tiny_ibn_a+resnet18", "scratch")
+    assert trunk_and_start(cotrain) == ("timm:mobilenetv2_100+timm:tf_efficientnet_lite0", "imagenet")
+    bot, scratch = (load_experiment(root / "bot" / f"{c}.yaml", []).model for c in ("synthetic", "synthetic-scratch"))
+    assert trunk_and_start(bot) == ("timm:mobilenetv2_100", "imagenet")
+    assert trunk_and_start(scratch) == ("resnet18_ibn_a", "scratch")

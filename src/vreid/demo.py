@@ -20,7 +20,7 @@ class DemoSettings:
     config: str = "bot/synthetic"
     ids: int = 160
     cameras: int = 8
-    preset: str = "hard"
+    preset: str = "crossview"
     size: int = 64
     seed: int = 0
     workers: int = 2

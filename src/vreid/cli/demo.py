@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
                                     help="Training config for bot: a packaged name (vreid configs) or a YAML file"),
         ids: int = typer.Option(160, help="Vehicles in the synthetic world (train + test)"),
         cameras: int = typer.Option(8, help="Cameras in the synthetic world"),
-        preset: str = typer.Option("hard", help="Synthetic world preset: easy | medium | hard | crossview (docs/synthetic.md)"),
+        preset: str = typer.Option("crossview", help="Synthetic world preset: easy | medium | hard | crossview (docs/synthetic.md)"),
         size: int = typer.Option(64, help="Rendered image size in pixels"),
         seed: int = typer.Option(0, help="Seed for the world and the training run"),
         overrides: Optional[list[str]] = typer.Argument(None, help="KEY=VALUE overrides for the training config"),

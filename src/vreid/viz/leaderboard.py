@@ -138,7 +138,7 @@ def grouped(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
 
 
 def rerankers_section(path: Path) -> list[str]:
-    """Markdown lines for the re-rankers compared on one run's features (`docs/results_rerankers.json`: a title,
+    """Markdown lines for the re-rankers compared on one run's features (`<results>_rerankers.json`: a title,
     the features, how they were made, and rows of re-ranker, runs, mAP and R-1 means and stds in %); [] without it."""
     if not path.is_file():
         return []
@@ -155,7 +155,7 @@ def rerankers_section(path: Path) -> list[str]:
     return lines
 
 
-INTRO = [
+ABOUT = [
     "# Results on the synthetic world",
     "",
     "Every row: trained by `benchmarks/leaderboard.py` on the same synthetic split (the world fixed) with the same",
@@ -167,6 +167,28 @@ INTRO = [
     "errors of that difference; `better` / `worse` when the difference is larger than that, else `within noise`.",
     "Times are wall-clock per training run on the 2-core CPU machine, often shared with other jobs.",
 ]
+#: the current table (docs/results.md)
+INTRO = [
+    *ABOUT,
+    "",
+    "The budget of the table (v2): the `crossview` world (160 ids, 8 cameras, 64 px, world seed 0; 1067 training",
+    "images of 80 ids, 275 queries, 943 gallery), P8 x K4, 6 epochs, training seeds 0, 1, 2; the command of each row",
+    "is under Commands. The round-1 table (`hard` preset, 10 epochs, one seed) stays in",
+    "[results-round1.md](results-round1.md), with the re-rankers compared on its `bot` features.",
+]
+
+
+#: the round-1 table (docs/results-round1.md): the first rows, kept as they were measured
+ROUND1_INTRO = [*ABOUT,
+                "",
+                "Round 1: the `hard` world (160 ids, 8 cameras, 64 px, world seed 0), P8 x K4, 10 epochs, one training",
+                "seed (0), every trunk from random weights; kept so these numbers stay reproducible with the configs",
+                "as they were then (`git show 1e29ddd:configs/<method>/<name>.yaml`; round 1's `bot/synthetic` is",
+                "today's `bot/synthetic-scratch`, the clip_senet and usl rows used the tiny IBN-a ResNet). The current",
+                "table (`crossview` world, 3 seeds, ImageNet starts) is [results.md](results.md).",
+                ]
+#: `benchmarks/leaderboard.py --intro NAME`
+INTROS = {"v2": INTRO, "round1": ROUND1_INTRO}
 
 
 def write_results_md(path: Path, rows: dict[tuple[str, str], Row], intro: Sequence[str] = INTRO) -> None:
@@ -183,7 +205,7 @@ def write_results_md(path: Path, rows: dict[tuple[str, str], Row], intro: Sequen
             minutes = sum(run.train_seconds for run in r.runs) / max(len(r.runs), 1) / 60
             lines.append(f"| {r.name} | {len(r.runs)} | " + " | ".join(cells)
                          + f" | {verdict(r, reference)} | {minutes:.1f} min | {r.params / 1e6:.2f} M | `{r.config}` |")
-    lines += rerankers_section(path.parent / "results_rerankers.json")
+    lines += rerankers_section(path.with_name(f"{path.stem}_rerankers.json"))
     lines += ["", "## Commands", ""]
     for r in rows.values():
         seeds = ", ".join(str(run.seed) for run in r.runs)
