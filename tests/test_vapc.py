@@ -154,7 +154,7 @@ def test_config_errors_are_one_line_naming_the_key(override, key):
 
 
 def test_packaged_configs_load():
-    for name in ("synthetic", "synthetic-da", "veri776", "veriwild"):
+    for name in ("synthetic", "synthetic-da", "synthetic-da-target-views", "veri776", "veriwild"):
         cfg = load_experiment(f"configs/vapc/{name}.yaml")
         assert cfg.model.name == "vapc" and cfg.model.labels == "viewpoint_progressive"
     assert load_experiment("configs/vapc/synthetic-da.yaml").model.adaptation.source_root
@@ -183,6 +183,7 @@ def test_training_writes_clusters_and_the_predictor_report(tiny_world, tmp_path)
         assert int(r["clusters"]) == int(r["intra_clusters"]) - int(r["cross_view_merges"]) >= 2
     report = json.loads((tmp_path / "viewpoint.json").read_text())
     assert report["bins"] == ["front", "side", "rear"] and 0.0 <= report["heldout_accuracy"] <= 1.0
+    assert report["fit_images"] + report["heldout_images"] == report["labelled_images"] == report["run_images_labelled"]
 
 
 def test_adaptation_trains_bot_on_the_source_then_starts_vapc_from_it(tiny_world, tmp_path):

@@ -27,8 +27,9 @@ VIEWPOINT_REPORT = "viewpoint.json"
 
 
 def predict_training_viewpoints(ctx: LabelContext, cfg: Any) -> tuple[ViewpointPredictions, dict[str, Any]]:
-    """Viewpoint bins of the training images, and the report (held-out accuracy of the predictor; accuracy on
-    the training images where they have labels, for the report only)."""
+    """Viewpoint bins of the training images, and the report: `heldout_accuracy` of the predictor (vehicles of its
+    own labelled set it did not train on) and, where the run's training images have viewpoint labels,
+    `run_images_accuracy` on them (a report only; with the target's own labels it includes the images trained on)."""
     trainer, vcfg = ctx.trainer, cfg.viewpoint
     records, data = trainer.dataset.train, trainer.cfg.data
     if vcfg.labels_csv:
@@ -47,7 +48,7 @@ def predict_training_viewpoints(ctx: LabelContext, cfg: Any) -> tuple[ViewpointP
         pred = predict_viewpoints(model, records, data, trainer.device)
         del model
     if any(r.viewpoint is not None for r in records):
-        report.update(accuracy_report(pred, records, vcfg.view_bins, "train"))
+        report.update(accuracy_report(pred, records, vcfg.view_bins, "run_images"))
     report["predicted_per_bin"] = {n: int((pred.bins == b).sum()) for b, n in enumerate(vcfg.view_bins.names)}
     report["left_out_low_confidence"] = int((pred.kept(vcfg.min_confidence) < 0).sum())
     return pred, report
@@ -65,7 +66,7 @@ class ViewpointProgressiveLabels(LabelSource):
         if self.views is None:
             pred, report = predict_training_viewpoints(ctx, self.cfg)
             self.views = pred.kept(self.cfg.viewpoint.min_confidence)
-            acc = report.get("heldout_accuracy", report.get("train_accuracy"))
+            acc = report.get("heldout_accuracy", report.get("run_images_accuracy"))
             console.print(f"vapc: viewpoint bins {report['bins']}; predictor accuracy "
                           f"{'n/a' if acc is None else f'{100 * acc:.1f} %'} "
                           f"({'held-out vehicles' if 'heldout_accuracy' in report else 'training images'}); "

@@ -166,7 +166,7 @@ def train_viewpoint_classifier(records: Sequence[ImageRecord], cfg: ViewpointPre
             loss.backward()
             opt.step()
     model.eval().requires_grad_(False)
-    report: dict[str, Any] = {"bins": list(bins.names), "labelled_images": len(labelled), "train_images": len(train),
+    report: dict[str, Any] = {"bins": list(bins.names), "labelled_images": len(labelled), "fit_images": len(train),
                               "heldout_images": len(held_pos), "epochs": cfg.epochs,
                               "backbone": cfg.backbone.name}
     if held_pos:
