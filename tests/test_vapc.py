@@ -198,10 +198,30 @@ def test_adaptation_trains_bot_on_the_source_then_starts_vapc_from_it(tiny_world
     source = load_bundle(out / "stages" / "source")
     assert source.cfg.name == "bot"
     adapt_cfg = load_experiment(out / "stages" / "adapt" / "config.yaml")
-    assert adapt_cfg.model.backbones[0].pretrained == str(out / "stages" / "source" / "model.safetensors")
+    assert adapt_cfg.model.backbones[0].pretrained == str(out / "stages" / "source" / "backbone.safetensors")
     from vreid.models.backbones.config import build_backbone
 
     started = build_backbone(adapt_cfg.model.backbones[0])     # what the adapt stage's backbone started from
     for name, tensor in source.backbone.state_dict().items():
         assert torch.equal(started.state_dict()[name], tensor), name
     assert (out / "model.safetensors").is_file() and (out / "stages" / "adapt" / "clusters.csv").is_file()
+
+
+def test_the_source_backbone_loads_into_any_trunk_family(tmp_path):
+    """A timm trunk prefixes plain checkpoints with `model.`: the bot bundle's own file would not fit it."""
+    from vreid.engine.bundle import save_bundle
+    from vreid.methods import DataInfo, build_method
+    from vreid.methods.bot import BotConfig
+    from vreid.methods.vapc import source_backbone_weights
+    from vreid.models.backbones.config import BackboneConfig, build_backbone
+
+    trunk = BackboneConfig(name="timm:mobilenetv2_100", pretrained=None)
+    torch.manual_seed(0)
+    bot = build_method(BotConfig(backbone=trunk), DataInfo(num_classes=3, height=32, width=32))
+    with torch.no_grad():
+        for p in bot.parameters():
+            p.add_(0.5)
+    save_bundle(tmp_path, bot)
+    started = build_backbone(BackboneConfig(name=trunk.name, pretrained=str(source_backbone_weights(tmp_path))))
+    for name, tensor in bot.backbone.state_dict().items():
+        assert torch.equal(started.state_dict()[name], tensor), name

@@ -105,6 +105,17 @@ def source_stage_config(cfg: "ExperimentConfig", earlier: Mapping[str, Path]) ->
 
 
 def adapt_stage_config(cfg: "ExperimentConfig", earlier: Mapping[str, Path]) -> "ExperimentConfig":
-    """vapc on the target, its backbone started from the source stage's model."""
-    cfg.model.backbones[0].pretrained = str(earlier["source"] / "model.safetensors")
+    """vapc on the target, its backbone started from the source stage's backbone."""
+    cfg.model.backbones[0].pretrained = str(source_backbone_weights(earlier["source"]))
     return cfg
+
+
+def source_backbone_weights(folder: Path) -> Path:
+    """The source model's backbone alone, in the backbone's own key names (any trunk family loads it as its
+    `pretrained`), as `<folder>/backbone.safetensors` (rewritten each time: the stage may have been trained again)."""
+    from vreid.engine.bundle import load_bundle
+    from vreid.engine.checkpoint import save_model_weights
+
+    out = Path(folder) / "backbone.safetensors"
+    save_model_weights(out, load_bundle(folder).backbone)
+    return out
