@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 leaderboard: $(STAMP)
-	$(BIN)/python benchmarks/leaderboard.py --methods bot --preset hard
+	$(BIN)/python benchmarks/leaderboard.py --methods all --seeds 3 --skip-done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

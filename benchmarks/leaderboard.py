@@ -42,6 +42,18 @@ def budget_overrides(args: argparse.Namespace, data_root: Path, out: Path, seed:
             "eval.metrics=[map,cmc,minp,cgm]"]
 
 
+#: `--methods all`: every row of docs/results.md, references first, in the order the table was run
+TABLE = ["bot/synthetic", "bot/synthetic-scratch", "bot/synthetic-no-imagenet",
+         "usl/synthetic-schedule", "usl/synthetic-fixed-eps", "usl/synthetic-sampling", "usl/synthetic-cotrain",
+         "usl/synthetic-cotrain-intersection", "vapc/synthetic", "vapc/synthetic-da",
+         "mbr/synthetic", "mbr/synthetic-4g", "mbr/synthetic-hybrid4b",
+         "moreid/synthetic-sbs-triplet", "moreid/synthetic-moreid", "moreid/synthetic-sbs-he",
+         "moreid/synthetic-sbs-triplet-dict", "hrcn/synthetic", "hrcn/synthetic-no-cross", "hrcn/synthetic-no-regional",
+         "saver/synthetic-no-residual", "saver/synthetic", "saver/synthetic-ever", "hpgn/synthetic",
+         "hpgn/synthetic-no-pyramid", "musp/synthetic", "musp/synthetic-no-reg",
+         "clip_senet/synthetic-full", "clip_senet/synthetic-baseline", "clip_senet/synthetic-sem",
+         "clip_senet/synthetic-sem-afem", "clip_senet/synthetic-g8", "clip_senet/synthetic-g64"]
+
 #: One row trains at a time on this machine, so rows started together do not slow each other down.
 DEFAULT_PRESET = "crossview"
 TRAIN_LOCK = Path(tempfile.gettempdir()) / "vreid-leaderboard-train.lock"
@@ -69,7 +81,8 @@ def locked(path: Path, lock_file: Path | None = None):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default="bot", help="comma-separated method names or config paths")
+    parser.add_argument("--methods", default="bot",
+                        help="comma-separated method names, method/config names or config paths; all: the whole table")
     parser.add_argument("--preset", default=DEFAULT_PRESET, help="synthetic world preset (vreid.synth.PRESETS)")
     parser.add_argument("--ids", type=int, default=160)
     parser.add_argument("--cameras", type=int, default=8)
@@ -117,6 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     results = Path(args.results)
     world = f"{args.preset}-{args.ids}ids-{args.cameras}cams-{args.size}px-seed{args.world_seed}"
     data_root = runs / f"data-{world}"
+    entries = TABLE if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    for entry in entries:   # every config loads before the first row trains: a typo costs seconds, not hours
+        if not config_for(entry).is_file():
+            parser.error(f"--methods {entry!r}: no config at {config_for(entry)}; give a method name (bot), a "
+                         "method/config name (bot/synthetic-scratch) or a YAML path")
+        load_experiment(config_for(entry), budget_overrides(args, data_root, runs / "check", 0))
     with locked(results, TRAIN_LOCK):  # two runs starting together must not render it twice
         if not (data_root / "vreid_labels.csv").is_file():
             render_dataset(data_root, SynthConfig(ids=args.ids, cameras=args.cameras, seed=args.world_seed,
@@ -124,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     split = (f"synthetic {args.preset}: {args.ids} ids, {args.cameras} cameras, {args.size}px, world seed "
              f"{args.world_seed}, P{args.p} x K{args.k}")
     command = "python benchmarks/leaderboard.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    for entry in [m.strip() for m in args.methods.split(",") if m.strip()]:
+    for entry in entries:
         config = config_for(entry)
         name = f"{config.parent.name}/{config.stem}"   # "bot" and "configs/bot/synthetic.yaml" are one row
         for seed in range(args.seeds):

@@ -90,3 +90,19 @@ def test_trunk_and_start_of_configs():
     bot, scratch = (load_experiment(root / "bot" / f"{c}.yaml", []).model for c in ("synthetic", "synthetic-scratch"))
     assert trunk_and_start(bot) == ("timm:mobilenetv2_100", "imagenet")
     assert trunk_and_start(scratch) == ("resnet18_ibn_a", "scratch")
+
+
+def test_trunk_and_start_leaves_out_helper_models():
+    from dataclasses import dataclass, field
+
+    from vreid.models.backbones.config import BackboneConfig
+
+    @dataclass
+    class WithHelper:
+        backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="timm:mobilenetv2_100",
+                                                                                pretrained="imagenet"))
+        helper: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="resnet_tiny_ibn_a"),
+                                       metadata={"reid_trunk": False})
+        counted: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="resnet18"))
+
+    assert trunk_and_start(WithHelper()) == ("timm:mobilenetv2_100+resnet18", "imagenet/scratch")

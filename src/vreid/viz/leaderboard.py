@@ -89,7 +89,8 @@ def verdict(row: Row, reference: Row | None, key: str = "mAP") -> str:
 
 
 def trunk_and_start(model_cfg: Any) -> tuple[str, str]:
-    """The backbone names a model config builds ("+"-joined) and where their weights start from."""
+    """The Re-ID backbone names a model config builds ("+"-joined) and where their weights start from; backbones
+    under a config field with metadata {"reid_trunk": False} (e.g. vapc's viewpoint predictor) are left out."""
     from vreid.models.backbones.config import BackboneConfig
 
     found: list[BackboneConfig] = []
@@ -100,8 +101,8 @@ def trunk_and_start(model_cfg: Any) -> tuple[str, str]:
             found.append(obj)
         elif isinstance(obj, (list, tuple)):
             todo.extend(obj)
-        elif dataclasses.is_dataclass(obj):
-            todo.extend(getattr(obj, f.name) for f in dataclasses.fields(obj))
+        elif dataclasses.is_dataclass(obj):   # a field marked {"reid_trunk": False} (a helper model) is not one
+            todo.extend(getattr(obj, f.name) for f in dataclasses.fields(obj) if f.metadata.get("reid_trunk", True))
     if not found:
         return "own trunk", "scratch"
     starts = {"scratch" if b.pretrained is None else ("imagenet" if b.pretrained == "imagenet" else "file")
