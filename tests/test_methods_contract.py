@@ -83,17 +83,26 @@ def give_pseudo_labels(method: ReidMethod, batch: Batch) -> None:
         method.set_pseudo_labels(b, labels, outputs[f"feat{b}"], subset)
 
 
-#: method name -> what the trainer's hooks would have done before the first step (methods not listed need nothing).
-PREPARE: dict[str, Callable[[ReidMethod, Batch], None]] = {"usl": give_pseudo_labels}
+#: method name -> what the trainer's hooks would have done before the first step (methods not listed need nothing;
+#: a method with `set_pseudo_labels`, as usl and vapc, gets `give_pseudo_labels` without an entry).
+PREPARE: dict[str, Callable[[ReidMethod, Batch], None]] = {}
+
+
+def preparation(name: str, method: ReidMethod) -> Callable[[ReidMethod, Batch], None] | None:
+    if name in PREPARE:
+        return PREPARE[name]
+    return give_pseudo_labels if hasattr(method, "set_pseudo_labels") else None
 
 
 def trained_method(name: str) -> tuple[ReidMethod, Batch]:
     """The tiny method in train mode, ready for a training step on the tiny batch."""
     method = tiny_method(name).train()
     batch = tiny_batch(method=method)
-    if method.unsupervised and name not in PREPARE:
-        pytest.fail(f"unsupervised method '{name}' needs a PREPARE entry that gives it labels")
-    PREPARE.get(name, lambda m, b: None)(method, batch)
+    prepare = preparation(name, method)
+    if method.unsupervised and prepare is None:
+        pytest.fail(f"unsupervised method '{name}' needs a PREPARE entry (or set_pseudo_labels) that gives it labels")
+    if prepare is not None:
+        prepare(method, batch)
     return method, batch
 
 

@@ -158,6 +158,11 @@ def test_packaged_configs_load():
         cfg = load_experiment(f"configs/vapc/{name}.yaml")
         assert cfg.model.name == "vapc" and cfg.model.labels == "viewpoint_progressive"
     assert load_experiment("configs/vapc/synthetic-da.yaml").model.adaptation.source_root
+    from vreid.viz.leaderboard import trunk_and_start
+
+    for name in ("synthetic", "synthetic-da"):   # the viewpoint predictor's tiny trunk is not the Re-ID trunk
+        model = load_experiment(f"configs/vapc/{name}.yaml").model
+        assert trunk_and_start(model) == ("timm:mobilenetv2_100", "imagenet")
 
 
 # ----- training -----------------------------------------------------------------------------------------------

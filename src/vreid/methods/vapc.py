@@ -55,7 +55,9 @@ class VapcConfig(UslConfig):
     labels: str = field(default="viewpoint_progressive", metadata=choices(registry=label_source_names))
     eps: EpsSchedule = field(default_factory=lambda: EpsSchedule(name="fixed", eps=0.6))   # eps_intra
     merge: MergeSchedule = field(default_factory=MergeSchedule)
-    viewpoint: ViewpointPredictorConfig = field(default_factory=ViewpointPredictorConfig)
+    #: a helper model, not a Re-ID trunk (vreid.viz.leaderboard.trunk_and_start leaves it out)
+    viewpoint: ViewpointPredictorConfig = field(default_factory=ViewpointPredictorConfig,
+                                                metadata={"reid_trunk": False})
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
 
     def validate(self) -> None:
