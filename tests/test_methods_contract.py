@@ -39,8 +39,8 @@ def shrink_overrides(path: Path) -> list[str]:
     """32 x 32 images, and the tiny IBN-a trunk for every backbone the config has."""
     model = load_experiment(path).model
     overrides = [f"data.height={SIZE}", f"data.width={SIZE}"]
-    if hasattr(model, "backbone"):
-        overrides.append(f"model.backbone.name={TINY_TRUNK}")
+    if hasattr(model, "backbone"):   # the tiny trunk has no ImageNet source: from random weights
+        overrides += [f"model.backbone.name={TINY_TRUNK}", "model.backbone.pretrained=null"]
     if hasattr(model, "backbones"):
         overrides.append(f"model.backbones=[{', '.join(f'{{name: {TINY_TRUNK}}}' for _ in model.backbones)}]")
     return overrides
