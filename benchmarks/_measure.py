@@ -28,3 +28,16 @@ def clustered_split(num_query: int, num_gallery: int, dim: int, num_ids: int, sp
     qf = torch.randn(num_query, dim, generator=g).add_(centres[torch.from_numpy(q_ids)])
     cams = rng.integers(0, 174, num_query + num_gallery)  # VeRi-Wild has 174 cameras
     return qf, gf, q_ids, g_ids, cams[:num_query], cams[num_query:]
+
+
+def run_child(cmd: list[str]) -> tuple[dict | None, str]:
+    """Run one measurement in a fresh process (so its peak RSS is its own): (the JSON of its last stdout line,
+    "") on success, (None, the last line of its stderr) on failure."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return None, lines[-1] if lines else f"exit status {proc.returncode}"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), ""

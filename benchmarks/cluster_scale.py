@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
+
+from _measure import run_child  # noqa: E402  (the benchmarks folder is on sys.path)
 
 
 def features(n: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -132,11 +133,10 @@ def main() -> None:
             continue
         cmd = [sys.executable, __file__, "--one", method, str(n), "--k", str(k), "--eps", str(args.eps),
                "--dim", str(args.dim)] + (["--block", str(args.block)] if args.block else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"| {method} | {n:,} | {k} | failed: {proc.stderr.strip().splitlines()[-1][:80]} |", flush=True)
+        r, error = run_child(cmd)
+        if r is None:
+            print(f"| {method} | {n:,} | {k} | failed: {error[:80]} |", flush=True)
             continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"| {method} | {n:,} | {k} | {r['block'] or '-'} | {r.get('knn_s', float('nan')):.1f} "
               f"| {r['rerank_s']:.1f} | {r['dbscan_s']:.1f} | {r['total_s']:.1f} | {r['peak_gb']:.2f} "
               f"| {r['clusters']:,} | {r['outliers']:,} |", flush=True)

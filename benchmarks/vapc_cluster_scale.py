@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from _measure import run_child  # noqa: E402  (the benchmarks folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_scale import knn_options  # noqa: E402  (the same kNN index choice as usl's benchmark)
@@ -92,12 +93,11 @@ def main() -> None:
                    "--tau", str(args.tau), "--dim", str(args.dim), "--views", str(args.views),
                    "--per-id", str(args.per_id), "--views-per-id", str(args.views_per_id),
                    "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"| {method} | {n:,} | {args.k} | failed: {proc.stderr.strip().splitlines()[-1][:100]} |",
+            r, error = run_child(cmd)
+            if r is None:
+                print(f"| {method} | {n:,} | {args.k} | failed: {error[:100]} |",
                       flush=True)
                 continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"| {method} | {n:,} | {r['k']} | {r['total_s']:.1f} | {r['peak_gb']:.2f} | {r['inputs_gb']:.2f} "
                   f"| {r['clusters']:,} | {r['outliers']:,} | {r.get('intra_clusters', '-')} "
                   f"| {r.get('merges', '-')} | {r.get('rounds', '-')} |", flush=True)

@@ -175,7 +175,9 @@ INTRO = [
     "The budget of the table (v2): the `crossview` world (160 ids, 8 cameras, 64 px, world seed 0; 1067 training",
     "images of 80 ids, 275 queries, 943 gallery), P8 x K4, 6 epochs, training seeds 0, 1, 2; the command of each row",
     "is under Commands. The round-1 table (`hard` preset, 10 epochs, one seed) stays in",
-    "[results-round1.md](results-round1.md), with the re-rankers compared on its `bot` features.",
+    "[results-round1.md](results-round1.md), with the re-rankers compared on its `bot` features. A round-1 row",
+    "missing below has not been re-run under v2 yet (`python benchmarks/leaderboard.py --methods all --seeds 3",
+    "--skip-done` adds the missing seeds); a row with fewer than 3 seeds is unfinished.",
 ]
 
 
