@@ -19,9 +19,10 @@ from vreid.engine.trainer import Trainer
 from vreid.methods.usl import UslConfig
 from vreid.unsup.clustering import ClusteringConfig, cluster_features
 from vreid.unsup.cotrain import random_derangement
+from vreid.engine.label_source_hook import LabelSourceHook
 from vreid.unsup.label_sources import (
-    LABEL_SOURCES, ClusteringLabels, CotrainLabels, DatasetLabels, LabelContext, LabelSourceHook, build_label_source,
-    joint_labels, loosen_eps,
+    LABEL_SOURCES, ClusteringLabels, CotrainLabels, DatasetLabels, LabelContext, build_label_source, joint_labels,
+    loosen_eps,
 )
 from vreid.unsup.schedules import EpsSchedule
 

@@ -28,7 +28,8 @@ from vreid.methods.usl_pipeline import UslTeacherHook
 from vreid.models.backbones.config import BackboneConfig, build_backbone
 from vreid.models.layers import BNNeck, make_pool
 from vreid.unsup.clustering import ClusteringConfig
-from vreid.unsup.label_sources import LabelSourceHook, build_label_source, label_source_names
+from vreid.engine.label_source_hook import LabelSourceHook
+from vreid.unsup.label_sources import build_label_source, label_source_names
 from vreid.unsup.memory import ClusterMemory, proxy_loss, softmax_triplet_loss
 from vreid.unsup.schedules import EpsSchedule
 

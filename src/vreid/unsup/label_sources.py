@@ -1,5 +1,5 @@
 """Label sources: who gives the training identities. A source is refreshed before every epoch by
-`LabelSourceHook` and returns `TrainLabels`: the class of every training record that the trainer's P x K sampler
+`vreid.engine.label_source_hook.LabelSourceHook` and returns `TrainLabels`: the class of every training record that the trainer's P x K sampler
 draws from (-1 = left out this epoch) and, per model of the method, the labels that model learns.
 
 Sources are registered by name in `LABEL_SOURCES`; a method picks one with a config key (`usl`: `model.labels`).
@@ -8,10 +8,8 @@ defined (`vreid.unsup.vapc` registers `viewpoint_progressive`).
 """
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -19,16 +17,11 @@ from rich.console import Console
 from torch import nn
 
 from vreid.data.records import relabel
-from vreid.engine.hooks import Hook
-from vreid.fileio import write_text_atomic
 from vreid.registry import Registry
 from vreid.unsup.clustering import ClusteringConfig, cluster_features, cluster_stats
 from vreid.unsup.cotrain import random_derangement
 from vreid.unsup.sampling import disjoint_partitions, neighbourhood_sample
 from vreid.unsup.schedules import EpsSchedule
-
-if TYPE_CHECKING:
-    from vreid.engine.trainer import Trainer
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -78,7 +71,7 @@ class LabelContext:
     rng: this epoch's generator, a pure function of (seed, epoch): a resumed run draws the same numbers.
     """
 
-    trainer: "Trainer"
+    trainer: Any              # the running vreid.engine.trainer.Trainer
     method: nn.Module
     epoch: int
     epochs: int
@@ -91,12 +84,9 @@ class LabelContext:
         return len(self.trainer.dataset.train)
 
     def extract(self, module: nn.Module, indices: np.ndarray) -> torch.Tensor:
-        """Features of the training records `indices` from `module` (its `embed`), in that order."""
-        from vreid.engine.extract import extract_features
-
-        t = self.trainer
-        records = [t.dataset.train[i] for i in indices]
-        return extract_features(module, records, t.cfg.data, t.device, amp=t.amp)
+        """Features of the training records `indices` from `module` (its `embed`), in that order; the engine's
+        context (`vreid.engine.label_source_hook.TrainerLabelContext`) extracts them with the trainer's settings."""
+        raise NotImplementedError
 
     def true_ids(self, indices: np.ndarray) -> np.ndarray:
         """True vehicle ids of records `indices`: for report rows only, never for training labels."""
@@ -275,51 +265,3 @@ class CotrainLabels(ClusteringLabels):
         if self.cfg.cotrain == "derangement":
             return random_derangement(models, rng)
         return super().permutation(models, rng)
-
-
-def write_rows_csv(path, rows: Sequence[dict[str, Any]]) -> None:
-    """All report rows so far as one CSV (columns: the keys of the first row), written atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-
-
-class LabelSourceHook(Hook):
-    """Refreshes a source before every epoch and hands its labels on: `labels` to `trainer.set_train_labels`,
-    `per_model[b]` to `method.set_pseudo_labels(b, ...)`; report rows go to clusters.csv in the run folder.
-
-    The method says which modules extract features with `label_models() -> (models, online)` (default: itself).
-    """
-
-    priority = 10  # labels must be in place before any other hook sees the epoch
-    rng_salt = 0x0D5
-
-    def __init__(self, source: LabelSource, method: nn.Module) -> None:
-        self.source, self.method = source, method
-        self.rows: list[dict[str, Any]] = []
-
-    def context(self, trainer: "Trainer") -> LabelContext:
-        models, online = (self.method.label_models() if hasattr(self.method, "label_models")
-                          else ([self.method], [self.method]))
-        rng = np.random.default_rng([trainer.cfg.seed, trainer.epoch, self.rng_salt])
-        return LabelContext(trainer, self.method, trainer.epoch, trainer.cfg.schedule.epochs,
-                            models, online, rng)
-
-    def before_epoch(self, trainer: "Trainer") -> None:
-        result = self.source.refresh(self.context(trainer))
-        result.check(len(trainer.dataset.train))
-        for b, labels in enumerate(result.per_model):
-            self.method.set_pseudo_labels(b, labels, result.features[b], result.subset)
-        trainer.set_train_labels(result.labels.tolist())
-        self.rows.extend(result.report_rows)
-        if self.rows and trainer.dist.is_main:
-            write_rows_csv(trainer.output_dir / "clusters.csv", self.rows)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"source": self.source.state_dict(), "rows": list(self.rows)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.source.load_state_dict(state["source"])
-        self.rows = list(state["rows"])
