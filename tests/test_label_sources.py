@@ -105,6 +105,26 @@ def test_too_few_clusters_loosen_eps_then_fail_naming_the_key():
     assert err.value.key == "data.ids_per_batch"
 
 
+def test_loosened_eps_reclusters_the_same_graph(monkeypatch):
+    """Too few clusters at the scheduled eps: the retries at looser eps cluster the kNN graph built once per model
+    (not one graph per eps tried), and give the labels a fresh clustering at the final eps gives."""
+    import vreid.unsup.clustering as clustering
+
+    built = []
+    real = clustering.sparse_rerank_graph
+    monkeypatch.setattr(clustering, "sparse_rerank_graph", lambda x, **kw: built.append(len(x)) or real(x, **kw))
+    tables = {0: blob_features(6, 4, seed=0), 1: blob_features(6, 4, seed=1)}
+    settings = usl_settings()
+    settings.eps = EpsSchedule(name="fixed", eps=0.0005)    # no two images that close: zero clusters at first
+    out = build_label_source("clustering", settings).refresh(fixed_context(np.arange(6).repeat(4), tables,
+                                                                           ids_per_batch=4))
+    final = out.report_rows[0]["eps"]
+    assert final > 0.0005 and built == [24, 24]              # loosened; one graph per model
+    built.clear()
+    for b in (0, 1):
+        assert out.per_model[b].tolist() == cluster_features(tables[b], final, settings.clustering).tolist()
+
+
 def test_the_trainer_sampler_draws_only_records_with_a_label(tiny_world, tmp_path, one_thread):
     cfg = load_experiment(None, usl_overrides(tiny_world, tmp_path, **{"model.backbones": "[{name: resnet_tiny_ibn_a}]"}))
     trainer = Trainer(cfg, load_data(cfg))

@@ -52,9 +52,13 @@ def process_group(device: torch.device) -> Iterator[tuple[DistInfo, torch.device
         device = torch.device("cuda", info.local_rank)
     try:
         yield info, device
-    finally:
+    except BaseException:
         if joined_here:
             cleanup(info)
+        raise
+    if joined_here:
+        barrier(info)  # leave together: a rank that tears gloo down while another still talks can abort it
+        cleanup(info)
 
 
 def barrier(info: DistInfo) -> None:

@@ -28,17 +28,36 @@ class ClusteringConfig:
             raise ValueError(f"need k >= min_samples >= 1, got k={self.k}, min_samples={self.min_samples}")
 
 
+@dataclass(frozen=True)
+class NeighbourGraph:
+    """The Jaccard-re-ranked kNN graph of one feature set (N x k distances and neighbour indices): built once,
+    clustered at as many eps as needed (the "too few clusters" retries loosen eps on the same graph)."""
+
+    dist: np.ndarray
+    idx: np.ndarray
+    min_samples: int
+
+    @classmethod
+    def build(cls, features: torch.Tensor | np.ndarray, cfg: ClusteringConfig | None = None) -> NeighbourGraph:
+        cfg = cfg or ClusteringConfig()
+        x = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features, dtype=torch.float32)
+        if x.shape[0] == 0:
+            return cls(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64), cfg.min_samples)
+        with working(f"clustering {x.shape[0]} features", size=x.shape[0]):
+            dist, idx = sparse_rerank_graph(x, k=cfg.k, knn_backend=cfg.knn_backend, knn_options=cfg.knn_options)
+        return cls(dist, idx, cfg.min_samples)
+
+    def cluster(self, eps: float) -> np.ndarray:
+        """Pseudo-label per row: 0..C-1, or -1 for outliers (noise and clusters smaller than min_samples)."""
+        if len(self.idx) == 0:
+            return np.zeros(0, np.int64)
+        return drop_small_clusters(sparse_dbscan(self.dist, self.idx, eps, self.min_samples), self.min_samples)
+
+
 def cluster_features(features: torch.Tensor | np.ndarray, eps: float, cfg: ClusteringConfig | None = None
                      ) -> np.ndarray:
     """Pseudo-label per row: 0..C-1, or -1 for outliers (noise and clusters smaller than min_samples)."""
-    cfg = cfg or ClusteringConfig()
-    x = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features, dtype=torch.float32)
-    if x.shape[0] == 0:
-        return np.zeros(0, np.int64)
-    with working(f"clustering {x.shape[0]} features", size=x.shape[0]):
-        dist, idx = sparse_rerank_graph(x, k=cfg.k, knn_backend=cfg.knn_backend, knn_options=cfg.knn_options)
-        labels = sparse_dbscan(dist, idx, eps, cfg.min_samples)
-    return drop_small_clusters(labels, cfg.min_samples)
+    return NeighbourGraph.build(features, cfg).cluster(eps)
 
 
 @dataclass

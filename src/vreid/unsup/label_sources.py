@@ -18,7 +18,7 @@ from torch import nn
 
 from vreid.data.records import relabel
 from vreid.registry import Registry
-from vreid.unsup.clustering import ClusteringConfig, cluster_features, cluster_stats
+from vreid.unsup.clustering import ClusteringConfig, NeighbourGraph, cluster_stats
 from vreid.unsup.cotrain import random_derangement
 from vreid.unsup.sampling import disjoint_partitions, neighbourhood_sample
 from vreid.unsup.schedules import EpsSchedule
@@ -225,9 +225,10 @@ class ClusteringLabels(LabelSource):
         subset, cached = self._choose_subset(ctx)
         feats = [cached[b] if b in cached else ctx.extract(m, subset) for b, m in enumerate(ctx.models)]
         eps = cfg.eps(t, cfg.schedule_epochs or ctx.epochs)
+        graphs = [NeighbourGraph.build(f, cfg.clustering) for f in feats]   # one graph per model, for every eps
 
         def attempt(eps: float):   # -> ((labels per model, permutation, assigned per model, joint), classes)
-            labels = [cluster_features(f, eps, cfg.clustering) for f in feats]
+            labels = [g.cluster(eps) for g in graphs]
             perm = self.permutation(len(feats), ctx.rng)
             assigned = []
             for b in range(len(feats)):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from vreid.config.loader import FieldError
-from vreid.unsup.clustering import ClusteringConfig, cluster_features
+from vreid.unsup.clustering import ClusteringConfig, NeighbourGraph
 
 #: similarities one merging block may hold (rows x centroids), 16M floats = 64 MB
 MERGE_BLOCK_BUDGET = 1 << 24
@@ -65,25 +65,45 @@ class ProgressiveLabels:
     per_view: dict[int, int] = field(default_factory=dict)   # bin -> intra-view clusters
 
 
+@dataclass(frozen=True)
+class ViewGraphs:
+    """One `NeighbourGraph` per viewpoint subset (bin, its rows, its graph), built once and clustered at any eps.
+    Images with view -1 (no or too uncertain a prediction) belong to none. A subset too small for a kNN graph of
+    k neighbours gets k = size - 1; one under min_samples images (or 2) gets no graph and no clusters."""
+
+    num_images: int
+    parts: list[tuple[int, np.ndarray, NeighbourGraph]]
+
+    @classmethod
+    def build(cls, features: torch.Tensor, views: np.ndarray, cfg: ClusteringConfig | None = None) -> ViewGraphs:
+        cfg = cfg or ClusteringConfig()
+        views = np.asarray(views, np.int64)
+        parts = []
+        for v in np.unique(views[views >= 0]):
+            rows = np.flatnonzero(views == v)
+            if len(rows) < max(cfg.min_samples, 2):
+                continue
+            sub_cfg = dataclasses.replace(cfg, k=min(cfg.k, len(rows) - 1),
+                                          min_samples=min(cfg.min_samples, len(rows) - 1))
+            parts.append((int(v), rows, NeighbourGraph.build(features[torch.from_numpy(rows)], sub_cfg)))
+        return cls(len(views), parts)
+
+    def cluster(self, eps: float) -> ViewClusters:
+        """Clusters inside each subset at `eps`; labels made global (clusters of bin order, then their own order)."""
+        labels = np.full(self.num_images, -1, np.int64)
+        cluster_views: list[int] = []
+        for v, rows, graph in self.parts:
+            sub = graph.cluster(eps)
+            found = int(sub.max()) + 1 if (sub >= 0).any() else 0
+            labels[rows[sub >= 0]] = sub[sub >= 0] + len(cluster_views)
+            cluster_views += [v] * found
+        return ViewClusters(labels, np.asarray(cluster_views, np.int64))
+
+
 def intra_view_clusters(features: torch.Tensor, views: np.ndarray, eps: float,
                         cfg: ClusteringConfig | None = None) -> ViewClusters:
-    """`cluster_features` inside each viewpoint subset; labels made global (clusters of bin order, then their own
-    order). Images with view -1 (no or too uncertain a prediction) stay outliers. A subset too small for a kNN
-    graph of k neighbours is clustered with k = size - 1 (no clusters under min_samples images)."""
-    cfg = cfg or ClusteringConfig()
-    views = np.asarray(views, np.int64)
-    labels = np.full(len(views), -1, np.int64)
-    cluster_views: list[int] = []
-    for v in np.unique(views[views >= 0]):
-        rows = np.flatnonzero(views == v)
-        if len(rows) < max(cfg.min_samples, 2):
-            continue
-        sub_cfg = dataclasses.replace(cfg, k=min(cfg.k, len(rows) - 1), min_samples=min(cfg.min_samples, len(rows) - 1))
-        sub = cluster_features(features[torch.from_numpy(rows)], eps, sub_cfg)
-        found = int(sub.max()) + 1 if (sub >= 0).any() else 0
-        labels[rows[sub >= 0]] = sub[sub >= 0] + len(cluster_views)
-        cluster_views += [int(v)] * found
-    return ViewClusters(labels, np.asarray(cluster_views, np.int64))
+    """`cluster_features` inside each viewpoint subset (`ViewGraphs`), labels made global."""
+    return ViewGraphs.build(features, views, cfg).cluster(eps)
 
 
 def _nearest_cross_view(centroids: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,10 +176,12 @@ def centre_per_view(features: torch.Tensor, views: np.ndarray) -> torch.Tensor:
 
 
 def progressive_labels(features: torch.Tensor, views: np.ndarray, eps: float, tau: float,
-                       cfg: ClusteringConfig | None = None, centre_views: bool = True) -> ProgressiveLabels:
+                       cfg: ClusteringConfig | None = None, centre_views: bool = True,
+                       graphs: ViewGraphs | None = None) -> ProgressiveLabels:
     """One VAPC step: intra-view clustering, then cross-view merging at threshold `tau` (on per-view centred
-    features with `centre_views`, see `centre_per_view`)."""
-    vc = intra_view_clusters(features, views, eps, cfg)
+    features with `centre_views`, see `centre_per_view`). `graphs`: the subsets' graphs of these features and
+    views, built beforehand (`ViewGraphs.build`) when several eps are tried."""
+    vc = (graphs or ViewGraphs.build(features, views, cfg)).cluster(eps)
     merge_space = centre_per_view(features, views) if centre_views else features
     group, merges, rounds = merge_cross_view(merge_space, vc, tau)
     labels = np.where(vc.labels >= 0, group[np.maximum(vc.labels, 0)] if len(group) else -1, -1)

@@ -17,7 +17,7 @@ from rich.console import Console
 from vreid.fileio import write_json_atomic
 from vreid.unsup.clustering import cluster_stats
 from vreid.unsup.label_sources import LABEL_SOURCES, LabelContext, LabelSource, TrainLabels, loosen_eps
-from vreid.unsup.vapc import ProgressiveLabels, progressive_labels
+from vreid.unsup.vapc import ProgressiveLabels, ViewGraphs, progressive_labels
 from vreid.unsup.viewpoint import (
     ViewpointPredictions, accuracy_report, predict_viewpoints, read_viewpoint_labels, train_viewpoint_classifier,
 )
@@ -83,8 +83,10 @@ class ViewpointProgressiveLabels(LabelSource):
         t, total = ctx.epoch + 1, cfg.schedule_epochs or ctx.epochs
         eps, tau = cfg.eps(t, total), cfg.merge(t)
 
+        graphs = ViewGraphs.build(feats, views, cfg.clustering)   # once, for every eps tried
+
         def attempt(e: float) -> tuple[ProgressiveLabels, int]:
-            r = progressive_labels(feats, views, e, tau, cfg.clustering, cfg.merge.centre_views)
+            r = progressive_labels(feats, views, e, tau, cfg.clustering, cfg.merge.centre_views, graphs)
             return r, int(r.labels.max()) + 1
 
         result, eps = loosen_eps(attempt, eps, ctx.trainer.cfg.data.ids_per_batch, ctx.method.cfg.name)
