@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
                                                   preset=args.preset, size=args.size, layout="veri776", workers=2))
     split = (f"synthetic {args.preset}: {args.ids} ids, {args.cameras} cameras, {args.size}px, world seed "
              f"{args.world_seed}, P{args.p} x K{args.k}")
-    command = "python benchmarks/leaderboard.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+    command = threads + "python benchmarks/leaderboard.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     for entry in entries:
         config = config_for(entry)
         name = f"{config.parent.name}/{config.stem}"   # "bot" and "configs/bot/synthetic.yaml" are one row

@@ -56,7 +56,9 @@ def test_a_folder_with_a_run_is_refused_then_overwritten(reference, tiny_world, 
     run_training(cfg_for(tiny_world, target))
     (target / "notes.txt").write_text("mine")
     results = run_training(cfg_for(tiny_world, target, seed=8), overwrite=True)
-    assert json.loads((target / "run_info.json").read_text())["seed"] == 8 and "mAP" in results
+    info = json.loads((target / "run_info.json").read_text())
+    assert info["seed"] == 8 and "mAP" in results
+    assert info["threads"]["torch"] == torch.get_num_threads()   # a seed reproduces only at the same thread count
     assert (target / "notes.txt").read_text() == "mine"  # only vreid's own outputs are replaced
 
 

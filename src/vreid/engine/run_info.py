@@ -1,7 +1,9 @@
-"""What every run writes next to its outputs: resolved config, package versions, git revision, seed."""
+"""What every run writes next to its outputs: resolved config, package versions, git revision, seed, and the CPU
+thread count (float sums change order with it, so a seed reproduces exactly only at the same count)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import subprocess
 import sys
@@ -38,6 +40,12 @@ def git_revision(path: str | Path = ".") -> str:
         return "unknown"
 
 
+def cpu_threads() -> dict[str, Any]:
+    import torch
+
+    return {"torch": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
 def config_yaml(cfg: Any) -> str:
     data = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
     return yaml.safe_dump(data, sort_keys=False)
@@ -50,5 +58,5 @@ def write_run_info(output_dir: str | Path, cfg: Any, seed: int, extra: dict[str,
     write_json_atomic(
         output_dir / "run_info.json",
         {"seed": seed, "versions": package_versions(), "git": git_revision(Path(__file__).parent),
-         "argv": sys.argv, **(extra or {})},
+         "threads": cpu_threads(), "argv": sys.argv, **(extra or {})},
     )

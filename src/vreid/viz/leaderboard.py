@@ -183,6 +183,10 @@ INTRO = [
     "--skip-done`) trains one run at a time and resumes where it stopped. The budget (6 epochs, 64 px, 80",
     "training ids) keeps one seed of the heaviest rows (saver with its VAE stage, musp, hpgn) under 3 min of",
     "machine time while the ImageNet start still stands far from scratch (bot: 24.8 against 6.0 mAP).",
+    "Every run here trained with `OMP_NUM_THREADS=1` (several runs at once, each with its own `TMPDIR`, which holds",
+    "the one-run-at-a-time lock); a run is deterministic for a given thread count, and another count sums in",
+    "another order, so the same seed can land a point or two away (`benchmarks/probes/bot-raw-triplet.yaml`,",
+    "seed 0: 14.2 mAP with one thread, 15.8 with two): the commands below say so.",
 ]
 
 
