@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-from PIL import Image
 
 DEFAULT_CONFIGS = "configs/bot/synthetic.yaml,configs/bot/synthetic-scratch.yaml"
 
@@ -22,6 +21,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from vreid.config import load_experiment
+    from vreid.data.images import open_rgb
     from vreid.data.transforms import build_test_transform
     from vreid.engine.run import load_data
     from vreid.methods import DataInfo, build_method
@@ -34,7 +34,7 @@ def main() -> None:
         method = build_method(cfg.model, DataInfo(num_classes=len({r.vehicle_id for r in dataset.train}),
                                                   height=cfg.data.height, width=cfg.data.width)).eval()
         transform = build_test_transform(cfg.data)
-        x = torch.stack([transform(Image.open(r.path).convert("RGB")) for r in dataset.train[:args.images]])
+        x = torch.stack([transform(open_rgb(r.path)) for r in dataset.train[:args.images]])
         with torch.no_grad():
             f = method.backbone(x)
             f = f.mean((2, 3)) if f.dim() == 4 else f

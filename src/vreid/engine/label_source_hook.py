@@ -54,7 +54,7 @@ class LabelSourceHook(Hook):
                           else ([self.method], [self.method]))
         rng = np.random.default_rng([trainer.cfg.seed, trainer.epoch, self.rng_salt])
         return TrainerLabelContext(trainer, self.method, trainer.epoch, trainer.cfg.schedule.epochs,
-                            models, online, rng)
+                                   models, online, rng)
 
     def before_epoch(self, trainer: "Trainer") -> None:
         result = self.source.refresh(self.context(trainer))

@@ -1,6 +1,7 @@
 """Label sources: who gives the training identities. A source is refreshed before every epoch by
-`vreid.engine.label_source_hook.LabelSourceHook` and returns `TrainLabels`: the class of every training record that the trainer's P x K sampler
-draws from (-1 = left out this epoch) and, per model of the method, the labels that model learns.
+`vreid.engine.label_source_hook.LabelSourceHook` and returns `TrainLabels`: the class of every training record
+that the trainer's P x K sampler draws from (-1 = left out this epoch) and, per model of the method, the labels
+that model learns.
 
 Sources are registered by name in `LABEL_SOURCES`; a method picks one with a config key (`usl`: `model.labels`).
 Every public module of `vreid.unsup` is imported on the first lookup, so a source registers itself where it is

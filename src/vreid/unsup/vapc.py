@@ -100,12 +100,6 @@ class ViewGraphs:
         return ViewClusters(labels, np.asarray(cluster_views, np.int64))
 
 
-def intra_view_clusters(features: torch.Tensor, views: np.ndarray, eps: float,
-                        cfg: ClusteringConfig | None = None) -> ViewClusters:
-    """`cluster_features` inside each viewpoint subset (`ViewGraphs`), labels made global."""
-    return ViewGraphs.build(features, views, cfg).cluster(eps)
-
-
 def _nearest_cross_view(centroids: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For every group: the most similar group whose viewpoint set is disjoint from its own (index, cosine
     similarity; -1 and -inf where there is none), in row blocks of MERGE_BLOCK_BUDGET similarities."""
